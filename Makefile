@@ -1,0 +1,38 @@
+# Two commands on a fresh machine:  make demo   |   make test
+PY ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+PYTEST_ARGS ?=
+
+.PHONY: install system-deps test test-fast demo bench clean
+
+install: $(VENV)/.installed system-deps
+
+# torch is pinned in pyproject (2.13.0: the CPU build already on disk); unpinned it pulls GBs of CUDA.
+$(VENV)/.installed: pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+# Real services the integration tests start: redis-server (Feast's Redis online store).
+system-deps:
+	@command -v redis-server >/dev/null 2>&1 || { \
+	  echo "installing redis-server (Debian package)"; \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null) \
+	  || echo "WARNING: could not install redis-server; Redis integration tests will fail"; }
+
+test: install
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS) tests
+
+test-fast: install
+	$(BIN)/python -m pytest -q -m "not integration and not slow" tests
+
+demo: install
+	$(BIN)/t2diff demo
+
+bench: install
+	$(BIN)/t2diff bench all
+
+clean:
+	rm -rf runs .pytest_cache
