@@ -1,9 +1,10 @@
 """``t2diff`` command line. Each package owns its commands in its own ``cli`` module, which exposes
 
-    register(sub: argparse._SubParsersAction, bench: argparse._SubParsersAction) -> None
+    register(groups: CommandGroups) -> None
 
-adding its top-level commands to ``sub`` and its benchmarks to ``bench`` (``t2diff bench <name>``).
-Handlers are set with ``parser.set_defaults(func=...)`` and take the parsed args, returning an exit code.
+and adds commands with ``groups.root`` (top-level, e.g. ``t2diff serve``) or ``groups.group("train")``
+(``t2diff train offline`` from trainer.cli, ``t2diff train stream`` from trainer.online.cli; ``bench``,
+``stream``, ``ab``, ... are created on first use). Handlers are set with ``parser.set_defaults(func=...)`` and take the parsed args, returning an exit code.
 Heavy imports (ray, feast, pymilvus) stay inside handlers so ``t2diff --help`` is fast.
 """
 from __future__ import annotations
@@ -16,7 +17,10 @@ import sys
 from t2diff.data import dataset_stats, load_dataset
 
 # Modules that plug commands in. A missing module is skipped so a partial checkout still runs.
-COMMAND_MODULES = ["trainer.cli", "streaming.cli", "serving.cli", "t2diff.demo"]
+COMMAND_MODULES = [
+    "t2diff.model.cli", "trainer.cli", "trainer.online.cli", "streaming.cli", "feature_store.cli",
+    "serving.cli", "t2diff.demo.cli",
+]
 
 log = logging.getLogger(__name__)
 
@@ -30,18 +34,31 @@ def _cmd_data_stats(args: argparse.Namespace) -> int:
     return 0
 
 
+class CommandGroups:
+    """Shared sub-command groups so several packages can add commands under one name."""
+
+    def __init__(self, root: argparse._SubParsersAction) -> None:
+        self.root = root
+        self._groups: dict[str, argparse._SubParsersAction] = {}
+
+    def group(self, name: str, help: str | None = None) -> argparse._SubParsersAction:
+        if name not in self._groups:
+            parser = self.root.add_parser(name, help=help or f"{name} commands")
+            self._groups[name] = parser.add_subparsers(dest=f"{name}_cmd", required=True)
+        return self._groups[name]
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="t2diff", description="T2Diff streaming recall system")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = p.add_subparsers(dest="command", required=True)
 
-    data = sub.add_parser("data", help="data set utilities").add_subparsers(dest="data_cmd", required=True)
-    st = data.add_parser("stats", help="print data set statistics (paper Table 1)")
+    groups = CommandGroups(sub)
+    groups.group("bench", "benchmarks (figures go to benchmarks/RESULTS.md)")
+    st = groups.group("data", "data set utilities").add_parser("stats", help="print data set statistics (paper Table 1)")
     st.add_argument("datasets", nargs="*", default=["ml-1m", "ml-1m-users1-2999", "kuairand"])
     st.set_defaults(func=_cmd_data_stats)
 
-    bench = sub.add_parser("bench", help="benchmarks (figures go to benchmarks/RESULTS.md)").add_subparsers(
-        dest="bench_cmd", required=True)
     for mod in COMMAND_MODULES:
         try:
             m = importlib.import_module(mod)
@@ -49,7 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
             if e.name and mod.startswith(e.name):
                 continue
             raise
-        m.register(sub, bench)
+        m.register(groups)
     return p
 
 

@@ -1,0 +1,63 @@
+"""Model configuration, saved inside every checkpoint so serving rebuilds the model from the file alone."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+ARCHS = ("t2diff", "t2diff_no_dp", "mixed_attention", "sasrec", "gru4rec")
+
+
+@dataclass
+class ModelConfig:
+    arch: str = "t2diff"  # one of ARCHS; the ablations are flags of the same network
+    num_items: int = 0  # N; item indices are 1..N, 0 is padding
+    num_tags: int = 0  # tag / genre vocabulary (ids 1..num_tags, 0 = none)
+    max_tags: int = 1  # tags per item (padded)
+    # Official code: ID emb 2 + mean tag emb 2 = edim 4; user / item vectors 2*edim = 8.
+    id_dim: int = 2
+    tag_dim: int = 2
+    user_dim: int = 8
+    seq_len: int = 50  # history window n
+    session_len: int = 10  # k, the last session for the transformer (Eq. 19)
+    num_heads: int = 2
+    num_blocks: int = 1
+    ffn_dim: int = 64
+    dropout: float = 0.0
+    emb_max_norm: float | None = 1.5  # official lookup max_norm
+    emb_init_std: float = 0.002
+    user_ffn: bool = False  # Eq. 22's FFN over concat(h_l, h_s); the official code uses the plain concat
+    time_lag: bool = True  # time-lag feature in target attention (Eq. 20-21, Fig. 3)
+    # Diffusion (Sec. 4.1); official a=1e-2, b=4.5, T=50
+    diffusion_steps: int = 50  # T
+    schedule: str = "exp"  # exp | linear | log (Table 3)
+    beta_a: float = 1e-2
+    beta_b: float = 4.5
+    posterior: str = "official"  # official (code's variant) | ddpm (textbook posterior)
+    infer_steps: int | None = None  # fewer reverse steps at inference (set_timesteps)
+    lambda_kl: float = 0.1  # λ in Eq. 25 (official: 0.1 ML-1M, 10 KuaiRand)
+    unet_channels: tuple[int, ...] = (4, 8, 16, 32)
+    step_weight: float = 1e-2  # official scale of the timestep embedding
+    drift_preparation: bool = True  # False = "T2Diff w/o DP" ablation
+    extra: dict[str, Any] = field(default_factory=dict)  # arch-specific knobs
+
+    @property
+    def edim(self) -> int:
+        return self.id_dim + self.tag_dim
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["unet_channels"] = list(self.unet_channels)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "ModelConfig":
+        d = dict(d)
+        if "unet_channels" in d:
+            d["unet_channels"] = tuple(d["unet_channels"])
+        return cls(**d)
+
+    def __post_init__(self) -> None:
+        if self.arch not in ARCHS:
+            raise ValueError(f"unknown arch {self.arch!r}; expected one of {ARCHS}")
+        if self.session_len >= self.seq_len:
+            raise ValueError("session_len must be shorter than seq_len (older history feeds target attention)")
