@@ -108,6 +108,24 @@ def paired_lift(t: np.ndarray, c: np.ndarray, level: float = 0.95) -> dict[str, 
     return out
 
 
+def unpaired_lift(t: np.ndarray, c: np.ndarray, level: float = 0.95) -> dict[str, float]:
+    """Lift between independent samples (arms that answered different requests, e.g. a sticky per-user split):
+    delta method with Var(R) ≈ Var(t̄)/c̄² + t̄²·Var(c̄)/c̄⁴, Welch t-test p."""
+    t = np.asarray(t, dtype=float)
+    c = np.asarray(c, dtype=float)
+    out = {"lift": math.nan, "lo": math.nan, "hi": math.nan, "p": math.nan, "n": int(min(len(t), len(c)))}
+    if len(t) < 2 or len(c) < 2 or c.mean() == 0:
+        return out
+    mt, mc = float(t.mean()), float(c.mean())
+    vt, vc = t.var(ddof=1) / len(t), c.var(ddof=1) / len(c)
+    r = mt / mc
+    sd = math.sqrt(vt / mc**2 + mt**2 * vc / mc**4)
+    z = stats.norm.ppf(0.5 + level / 2)
+    p = 1.0 if vt == 0 and vc == 0 and mt == mc else float(stats.ttest_ind(t, c, equal_var=False).pvalue)
+    out.update(lift=r - 1, lo=r - 1 - z * sd, hi=r - 1 + z * sd, p=p)
+    return out
+
+
 def pick_control(arms: Sequence[str], preferred: str | None = None) -> str:
     """The lift baseline: the configured arm, else the first arm whose name does not say T2Diff."""
     if preferred is not None:
@@ -128,17 +146,20 @@ def ab_summary(table: pd.DataFrame, control: str | None = None, level: float = 0
     ctrl = pick_control(arms, control)
     wide = {m: table.pivot_table(index="request_id", columns="arm", values=m, aggfunc="first") for m in METRICS}
     complete = wide[METRICS[0]].dropna().index  # requests answered by every arm: the paired sample
+    paired = len(complete) >= 2
     res: dict[str, dict] = {}
     for arm in arms:
         sub = table[table["arm"] == arm]
         entry: dict[str, dict] = {"n": int(len(sub)), "metrics": {}, "lift": {}}
         for m in METRICS:
             entry["metrics"][m] = mean_ci(sub[m].to_numpy(), m in BINARY, level).as_dict()
-            if arm != ctrl:
+            if arm != ctrl and paired:
                 entry["lift"][m] = paired_lift(wide[m].loc[complete, arm].to_numpy(),
                                                wide[m].loc[complete, ctrl].to_numpy(), level)
+            elif arm != ctrl:  # no common requests: compare as independent samples
+                entry["lift"][m] = unpaired_lift(sub[m].to_numpy(), table.loc[table["arm"] == ctrl, m].to_numpy(), level)
         res[arm] = entry
-    return {"arms": res, "control": ctrl, "paired_requests": int(len(complete)), "level": level}
+    return {"arms": res, "control": ctrl, "paired_requests": int(len(complete)), "paired": paired, "level": level}
 
 
 def prequential(table: pd.DataFrame, buckets: int, metric: str = "recall") -> pd.DataFrame:

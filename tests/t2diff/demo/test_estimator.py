@@ -130,3 +130,14 @@ def test_sample_moments_is_seeded_and_time_ordered():
     assert [m.request_id for m in a] == [m.request_id for m in b]
     assert [m.ts_ms for m in a] == sorted(m.ts_ms for m in a) and len(a) == 10
     assert len(sample_moments(ms, 100)) == 50
+
+
+def test_unpaired_when_arms_answer_different_requests():
+    ms = [_moment(f"r{i}", [(1, 10_000, True, True, False)], ts=i) for i in range(40)]
+    # sticky split: even requests go to "control", odd to "t2diff"; t2diff hits 3 in 4, control 1 in 4
+    answers = {m.request_id: ({"t2diff": [1] if i % 8 != 1 else []} if i % 2 else {"control": [1] if i % 8 == 0 else []})
+               for i, m in enumerate(ms)}
+    rep = ab_summary(score_table(ms, answers))
+    assert rep["paired"] is False and rep["control"] == "control"
+    lf = rep["arms"]["t2diff"]["lift"]["hit"]
+    assert lf["lift"] == pytest.approx(0.75 / 0.25 - 1) and lf["lo"] < lf["lift"] < lf["hi"] and lf["p"] < 0.01
