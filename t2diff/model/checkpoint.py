@@ -1,0 +1,53 @@
+"""Checkpoints that rebuild the model from the file alone: {"config", "state_dict", "item_tags", "extra"}."""
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from t2diff.model.config import ModelConfig
+
+log = logging.getLogger(__name__)
+
+
+def _item_tags(model: nn.Module, state: dict[str, torch.Tensor]) -> torch.Tensor:
+    tags = getattr(model, "item_tags", None)
+    if isinstance(tags, torch.Tensor):
+        return tags
+    keys = [k for k in state if k.endswith("item_tags")]
+    if not keys:
+        raise ValueError(f"{type(model).__name__} has no item_tags buffer; cannot rebuild it from a checkpoint")
+    return state[keys[0]]
+
+
+def save_checkpoint(path: str | Path, model: nn.Module, **extra: Any) -> Path:
+    """Write atomically (tmp + rename) so a reader never sees half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cfg: ModelConfig = model.cfg
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    blob = {"config": cfg.to_dict(), "state_dict": state, "item_tags": _item_tags(model, state).detach().cpu(),
+            "extra": extra}
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    torch.save(blob, tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
+    """-> (model in eval mode, extra). Loads with weights_only=False: checkpoints are our own trusted files
+    whose ``extra`` may hold plain Python objects (catalog dicts, offsets, numpy arrays)."""
+    from t2diff.model import build_model
+
+    blob = torch.load(Path(path), map_location=map_location, weights_only=False)
+    cfg = ModelConfig.from_dict(blob["config"])
+    tags = blob["item_tags"]
+    cfg.num_items = tags.shape[0] - 1  # the table may have grown (add_items) after the config was written
+    model = build_model(cfg, tags)
+    model.load_state_dict(blob["state_dict"])
+    model.to(map_location).eval()
+    return model, blob.get("extra", {})

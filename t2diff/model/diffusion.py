@@ -1,0 +1,102 @@
+"""Drift diffusion (paper §4.1-4.2, Alg. 1-2): generate the embedding of the next item before it happens.
+
+* Drift preparation (Eq. 10-11): z0 = X[2:n+1] − X[1:n], the per-position change between consecutive items;
+  the last position's drift points at the (training) target.
+* Training (Alg. 1): t ~ U[0, T), z_t = q(z_t | z0), the U-Net predicts ẑ0 from concat(z_t, X[1:n]);
+  L_KL (Eq. 23) = mean over real positions of ||z0 − ẑ0||_2 (official: the L2 norm, not its square).
+* Inference (Alg. 2): T (or ``num_steps``) reverse steps from N(0, I).
+* Drift utilisation (Eq. 18): x̂_{n+1} = x_n + ẑ0[-1].
+
+Stop-gradient: both the sequence and the target embeddings enter detached, and x̂_{n+1} leaves detached,
+as in the official code, so L_KL trains the U-Net only and never the item embedding table.
+
+Padding: positions whose drift is not defined (a padded item, or a padded successor) are zeroed in z_t at
+every step and excluded from L_KL, so what sits under the mask never reaches the U-Net.
+
+``drift_preparation=False`` is the "w/o DP" ablation: z0 is the shifted sequence X[2:n+1] itself (the item
+embeddings are diffused directly) and x̂_{n+1} = ẑ0[-1].
+
+As in the official code, at training time x̂_{n+1} is reconstructed from a noised copy of the true drift
+(which includes the target); the reverse process runs only at inference.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from t2diff.model.config import ModelConfig
+from t2diff.model.schedule import NoiseSchedule
+from t2diff.model.unet import UNet1D
+
+
+def prepare_drift(x: torch.Tensor, x_next: torch.Tensor, drift: bool = True) -> torch.Tensor:
+    """x (B, L, D) = X[1:n], x_next (B, D) = x_{n+1} -> z0 (B, L, D) (Eq. 10-11; plain shift without DP)."""
+    shifted = torch.cat([x[:, 1:], x_next.unsqueeze(1)], dim=1)  # X[2:n+1]
+    return shifted - x if drift else shifted
+
+
+def utilise_drift(x_last: torch.Tensor, z0: torch.Tensor, drift: bool = True) -> torch.Tensor:
+    """Eq. 18: x̂_{n+1} = x_n + ẑ0[-1]; x_last (B, D), z0 (B, L, D) -> (B, D)."""
+    return x_last + z0[:, -1] if drift else z0[:, -1]
+
+
+def drift_mask(mask: torch.Tensor) -> torch.Tensor:
+    """(B, L) real-item mask -> (B, L) positions whose drift x_{j+1} − x_j is defined (x_{n+1} always is)."""
+    nxt = torch.cat([mask[:, 1:], torch.ones_like(mask[:, :1])], dim=1)
+    return mask & nxt
+
+
+class DriftDiffusion(nn.Module):
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.drift = cfg.drift_preparation and cfg.arch != "t2diff_no_dp"
+        self.schedule = NoiseSchedule(cfg.diffusion_steps, cfg.schedule, cfg.beta_a, cfg.beta_b, cfg.posterior)
+        if cfg.infer_steps:
+            self.schedule.set_timesteps(cfg.infer_steps)
+        self.unet = UNet1D(cfg.edim, tuple(cfg.unet_channels), cfg.diffusion_steps, cfg.step_weight)
+        self.denoiser = self.unet  # may be swapped for a torch.compile'd wrapper (see compile_denoiser)
+
+    def compile_denoiser(self, **kwargs) -> None:
+        """Opt-in torch.compile of the U-Net call (eager by default)."""
+        self.denoiser = torch.compile(self.unet, **kwargs)
+
+    def training_loss(self, x: torch.Tensor, x_next: torch.Tensor, mask: torch.Tensor,
+                      generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Alg. 1. x (B, L, D), x_next (B, D), mask (B, L) bool -> (L_KL scalar, x̂_{n+1} (B, D) detached)."""
+        x, x_next = x.detach(), x_next.detach()  # stop-gradient into the embeddings
+        B = x.shape[0]
+        m = drift_mask(mask).unsqueeze(-1).to(x.dtype)  # (B, L, 1)
+        z0 = prepare_drift(x, x_next, self.drift) * m
+        t = torch.randint(0, self.schedule.num_train_timesteps, (B,), device=x.device, generator=generator)
+        noise = torch.randn(z0.shape, device=x.device, dtype=x.dtype, generator=generator)
+        z_t = self.schedule.add_noise(z0, noise, t) * m
+        z0_hat = self.unet(z_t, x, t)  # (B, L, D)
+        # sqrt(sum sq + eps): the L2 norm with a finite gradient at 0
+        err = ((z0 - z0_hat).pow(2).sum(-1) + 1e-12).sqrt()  # (B, L)
+        m2 = m.squeeze(-1)
+        kl = (err * m2).sum() / m2.sum().clamp_min(1.0)
+        x_hat = utilise_drift(x[:, -1], z0_hat, self.drift).detach()
+        return kl, x_hat
+
+    @torch.no_grad()
+    def sample(self, x: torch.Tensor, mask: torch.Tensor, num_steps: int | None = None,
+               generator: torch.Generator | None = None) -> torch.Tensor:
+        """Alg. 2: reverse process from N(0, I). x (B, L, D), mask (B, L) -> x̂_{n+1} (B, D).
+
+        Loop body: one U-Net call + fused-able arithmetic; the step tables are device tensors indexed by
+        Python ints and all noise is drawn up front, so there is no host sync or per-step allocation of
+        tables (activations still come from the caching allocator).
+        """
+        n = num_steps or self.schedule.num_inference_steps
+        tab = self.schedule.step_coefficients(n)
+        m = drift_mask(mask).unsqueeze(-1).to(x.dtype)  # (B, L, 1)
+        noise = torch.randn((n + 1,) + tuple(x.shape), device=x.device, dtype=x.dtype, generator=generator)
+        z = noise[0] * m
+        ts, c0, ct, sg = tab["timesteps"], tab["coef_x0"], tab["coef_xt"], tab["sigma"]
+        for i in range(n):
+            z0_hat = self.denoiser(z, x, ts[i])
+            if i == n - 1:
+                z = z0_hat  # t = 0: the posterior collapses to x̂0 (coef_x0 = 1, coef_xt = sigma = 0)
+            else:
+                z = (c0[i] * z0_hat + ct[i] * z + sg[i] * noise[i + 1]) * m
+        return utilise_drift(x[:, -1], z, self.drift)

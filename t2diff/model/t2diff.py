@@ -1,0 +1,139 @@
+"""T2Diff (WWW 2025, arXiv 2502.20687): diffusion-based cross-interaction two-tower model.
+
+Archs served by this one module (ablations are flags of the same network):
+* ``t2diff``          drift diffusion generates x̂_{n+1}, which joins the session transformer;
+* ``t2diff_no_dp``    same, without drift preparation (diffuses the item embeddings directly);
+* ``mixed_attention`` no diffusion; the session transformer sees only the last k items.
+
+Interface (docs/ARCHITECTURE.md): ``forward(batch) -> (loss, metrics)`` with loss = full-softmax CE over
+the whole catalogue (Eq. 24) + λ·L_KL (Eq. 25); ``encode_users`` (reverse process, eval);
+``encode_items``; ``add_items``. Histories are canonicalised to the last ``cfg.seq_len`` positions
+(left-padded with 0 when shorter), so callers may pass any length.
+"""
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from t2diff.model.attention import MixedAttention, time_lag_buckets
+from t2diff.model.config import ModelConfig
+from t2diff.model.diffusion import DriftDiffusion
+from t2diff.model.towers import ItemEmbedding, ItemTower
+
+log = logging.getLogger(__name__)
+
+DIFFUSION_ARCHS = ("t2diff", "t2diff_no_dp")
+
+
+def _field(batch: Any, key: str, default: Any = None) -> Any:
+    if isinstance(batch, Mapping):
+        return batch.get(key, default)
+    return getattr(batch, key, default)
+
+
+class T2Diff(nn.Module):
+    def __init__(self, cfg: ModelConfig, item_tags: torch.Tensor) -> None:
+        super().__init__()
+        if cfg.arch not in DIFFUSION_ARCHS + ("mixed_attention",):
+            raise ValueError(f"T2Diff does not implement arch {cfg.arch!r}")
+        self.cfg = cfg
+        self.items = ItemEmbedding(cfg, item_tags)
+        self.item_tower = ItemTower(cfg)
+        self.diffusion = DriftDiffusion(cfg) if cfg.arch in DIFFUSION_ARCHS else None
+        self.user_tower = MixedAttention(cfg, use_next=self.diffusion is not None)
+
+    @property
+    def item_tags(self) -> torch.Tensor:
+        return self.items.item_tags
+
+    @property
+    def device(self) -> torch.device:
+        return self.items.item_tags.device
+
+    # ---- inputs ----------------------------------------------------------------------------------
+    def _canon(self, hist: torch.Tensor, hist_ts: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Last seq_len positions, left-padded with 0: (B, L) -> (B, n)."""
+        n = self.cfg.seq_len
+        hist = hist.to(self.device, torch.long)
+        if hist_ts is not None:
+            hist_ts = hist_ts.to(self.device, torch.long)
+        L = hist.shape[1]
+        if L > n:
+            hist = hist[:, -n:]
+            hist_ts = hist_ts[:, -n:] if hist_ts is not None else None
+        elif L < n:
+            hist = F.pad(hist, (n - L, 0))
+            hist_ts = F.pad(hist_ts, (n - L, 0)) if hist_ts is not None else None
+        if hist.numel() and (int(hist.min()) < 0 or int(hist.max()) > self.items.num_items):
+            raise ValueError(f"item index out of range 0..{self.items.num_items}")
+        return hist, hist_ts
+
+    def _user(self, x: torch.Tensor, mask: torch.Tensor, x_next: torch.Tensor | None,
+              hist_ts: torch.Tensor | None, now_ts: torch.Tensor | None) -> torch.Tensor:
+        lag = time_lag_buckets(hist_ts, None if now_ts is None else now_ts.to(self.device), mask) \
+            if self.cfg.time_lag else None
+        return self.user_tower(x, mask, x_next, lag)
+
+    # ---- training --------------------------------------------------------------------------------
+    def forward(self, batch: Any) -> tuple[torch.Tensor, dict[str, float]]:
+        hist, hist_ts = self._canon(_field(batch, "hist"), _field(batch, "hist_ts"))
+        target = _field(batch, "target").to(self.device, torch.long)
+        target_ts = _field(batch, "target_ts")
+        mask = hist > 0  # (B, n)
+        x = self.items(hist)  # (B, n, D)
+        x_tgt = self.items(target)  # (B, D)
+        kl = x.new_zeros(())
+        x_next = None
+        if self.diffusion is not None:
+            kl, x_next = self.diffusion.training_loss(x, x_tgt, mask)
+        e_u = self._user(x, mask, x_next, hist_ts, target_ts)  # (B, U)
+        e_i = self.encode_items()  # (N+1, U)
+        logits = e_u @ e_i[1:].T  # (B, N): full softmax over the real catalogue (Eq. 24), no padding class
+        ce = F.cross_entropy(logits, target - 1)
+        loss = ce + self.cfg.lambda_kl * kl
+        with torch.no_grad():
+            hit1 = (logits.argmax(1) == target - 1).float().mean()
+        return loss, {"loss": float(loss.detach()), "ce": float(ce.detach()), "kl": float(kl.detach()),
+                      "hit@1": float(hit1)}
+
+    # ---- inference -------------------------------------------------------------------------------
+    @torch.no_grad()
+    def encode_users(self, hist: torch.Tensor, hist_ts: torch.Tensor | None = None, now_ts: torch.Tensor | None = None,
+                     generator: torch.Generator | None = None, num_steps: int | None = None) -> torch.Tensor:
+        """(B, L) left-padded histories -> (B, user_dim). Runs the reverse process (Alg. 2) for diffusion archs.
+
+        ``num_steps``: reverse steps (strided); default cfg.infer_steps or T. ``generator`` must live on
+        the model's device.
+        """
+        hist, hist_ts = self._canon(hist, hist_ts)
+        return self._encode(hist, hist_ts, now_ts, generator, num_steps)
+
+    def _encode(self, hist: torch.Tensor, hist_ts: torch.Tensor | None, now_ts: torch.Tensor | None,
+                generator: torch.Generator | None, num_steps: int | None) -> torch.Tensor:
+        """Graph-capturable core of encode_users (no host syncs): canonical (B, n) inputs on the device."""
+        mask = hist > 0
+        x = self.items(hist)
+        x_next = self.diffusion.sample(x, mask, num_steps, generator) if self.diffusion is not None else None
+        return self._user(x, mask, x_next, hist_ts, now_ts)
+
+    def encode_items(self, idx: torch.Tensor | None = None) -> torch.Tensor:
+        """(N+1, U) for the whole catalogue (row 0 = padding = zeros) or (len(idx), U)."""
+        if idx is None:
+            idx = torch.arange(self.items.num_items + 1, device=self.device)
+        idx = idx.to(self.device, torch.long)
+        out = self.item_tower(self.items(idx))
+        return out * (idx > 0).unsqueeze(-1).to(out.dtype)
+
+    def add_items(self, tags: torch.Tensor) -> torch.Tensor:
+        """Grow the catalogue by M cold items (tags (M, max_tags)); returns their indices (M,).
+
+        The ID table becomes a new Parameter: optimizers built before must be rebuilt.
+        """
+        new = self.items.grow(tags)
+        log.info("added %d items; catalogue now %d", len(new), self.items.num_items)
+        return new

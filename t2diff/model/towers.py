@@ -1,0 +1,80 @@
+"""Item representation and item tower.
+
+Raw item vector (official): x_i = concat(ID embedding (id_dim), mean of the item's tag embeddings (tag_dim)),
+edim = id_dim + tag_dim; the item tower maps it to user_dim with MLP [user_dim] (Linear, ELU, LayerNorm).
+Both tables are initialised N(0, emb_init_std). The ID lookup is clipped to ``emb_max_norm`` like TF's
+``embedding_lookup(max_norm=...)`` (the official code clips the ID lookup only), functionally: torch's
+``nn.Embedding(max_norm=)`` rewrites the table in place, which breaks autograd when the table is read twice
+in one step (history + catalogue). Index 0 is padding and always maps to the zero vector.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from t2diff.model.attention import MLP
+from t2diff.model.config import ModelConfig
+
+
+def clip_norm(x: torch.Tensor, max_norm: float | None) -> torch.Tensor:
+    if max_norm is None:
+        return x
+    return x * (max_norm / x.norm(dim=-1, keepdim=True).clamp_min(1e-12)).clamp(max=1.0)
+
+
+class ItemEmbedding(nn.Module):
+    """(...,) item indices -> (..., edim) raw item vectors; owns the ID/tag tables and the item_tags buffer."""
+
+    def __init__(self, cfg: ModelConfig, item_tags: torch.Tensor) -> None:
+        super().__init__()
+        item_tags = torch.as_tensor(item_tags, dtype=torch.long)
+        if item_tags.dim() != 2 or item_tags.shape[0] != cfg.num_items + 1:
+            raise ValueError(f"item_tags must be (num_items+1={cfg.num_items + 1}, max_tags), got {tuple(item_tags.shape)}")
+        if item_tags.numel() and int(item_tags.max()) > cfg.num_tags:
+            raise ValueError(f"tag id {int(item_tags.max())} > num_tags={cfg.num_tags}")
+        self.cfg = cfg
+        self.register_buffer("item_tags", item_tags.clone())  # (N+1, max_tags)
+        self.id_weight = nn.Parameter(torch.randn(cfg.num_items + 1, cfg.id_dim) * cfg.emb_init_std)
+        self.tag_weight = nn.Parameter(torch.randn(cfg.num_tags + 1, cfg.tag_dim) * cfg.emb_init_std)
+
+    @property
+    def num_items(self) -> int:
+        return self.item_tags.shape[0] - 1
+
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        ide = clip_norm(self.id_weight[idx], self.cfg.emb_max_norm)  # (..., id_dim)
+        tags = self.item_tags[idx]  # (..., T)
+        tm = (tags > 0).unsqueeze(-1).to(ide.dtype)
+        te = (self.tag_weight[tags] * tm).sum(-2) / tm.sum(-2).clamp_min(1.0)  # (..., tag_dim)
+        return torch.cat([ide, te], dim=-1) * (idx > 0).unsqueeze(-1).to(ide.dtype)
+
+    @torch.no_grad()
+    def grow(self, tags: torch.Tensor) -> torch.Tensor:
+        """Append M new items (tags (M, <=max_tags)); returns their indices. Old rows are untouched."""
+        tags = torch.as_tensor(tags, dtype=torch.long, device=self.item_tags.device)
+        if tags.dim() == 1:
+            tags = tags.unsqueeze(0)
+        T = self.item_tags.shape[1]
+        if tags.shape[1] > T:
+            raise ValueError(f"new items have {tags.shape[1]} tags, the model allows max_tags={T}")
+        if tags.numel() and (int(tags.min()) < 0 or int(tags.max()) > self.cfg.num_tags):
+            raise ValueError(f"tag ids must be in 0..{self.cfg.num_tags}")
+        tags = torch.nn.functional.pad(tags, (0, T - tags.shape[1]))
+        M, start = tags.shape[0], self.item_tags.shape[0]
+        new = torch.randn(M, self.cfg.id_dim, device=self.id_weight.device, dtype=self.id_weight.dtype)
+        # A new Parameter object: optimizers holding the old one must be rebuilt (documented in add_items).
+        self.id_weight = nn.Parameter(torch.cat([self.id_weight.data, new * self.cfg.emb_init_std]))
+        self.item_tags = torch.cat([self.item_tags, tags])
+        self.cfg.num_items = self.num_items
+        return torch.arange(start, start + M, device=tags.device)
+
+
+class ItemTower(nn.Module):
+    """(..., edim) -> (..., user_dim): MLP [user_dim] with ELU + LayerNorm (official item tower)."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.mlp = MLP(cfg.edim, [cfg.user_dim])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.mlp(x)
