@@ -1,0 +1,222 @@
+"""User encoder: session features -> user vector with the model's user tower (T2Diff: reverse diffusion +
+mixed attention; any arch of t2diff.model through the same ``encode_users``).
+
+Plain classes, no Ray: :class:`ModelProvider` owns "which model version is live" (registry ``latest``, a
+pinned version, or a checkpoint file) and swaps it by reference, so a request that already took the old
+model finishes on it and no request waits for a load. :class:`UserEncoder` turns a batch of user ids into
+vectors.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Protocol
+
+import numpy as np
+
+from serving.types import BackendUnavailable, EncodeResult
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class History:
+    """A user's recent items (raw ids, oldest -> newest) and their times (ms; may be None if unknown)."""
+
+    items: list[int]
+    ts_ms: list[int] | None = None
+
+
+class FeatureSource(Protocol):
+    def histories(self, user_ids: list[int]) -> list[History | None]: ...  # None = unknown user
+
+
+@dataclass
+class LoadedModel:
+    model: Any
+    catalog: Any  # t2diff.data.Catalog
+    version: int | str
+    seq_len: int
+    device: str = "cpu"
+
+
+def catalog_of(extra: dict[str, Any]) -> Any:
+    from t2diff.data import Catalog
+
+    cat = extra.get("catalog")
+    if cat is None:
+        raise ValueError("checkpoint has no 'catalog' in its extra; serving cannot map raw item ids")
+    return cat if isinstance(cat, Catalog) else Catalog.from_dict(cat)
+
+
+def _prepare(model: Any, device: str) -> Any:
+    model.eval()
+    return model.to(device) if hasattr(model, "to") else model
+
+
+class ModelProvider:
+    """Which model serves a source. ``refresh()`` is cheap (reads one pointer) and is called periodically.
+
+    ``ready(version)``: only switch to a registry version once its item index exists too, so the encoder
+    never produces vectors for a version the retriever cannot search.
+    """
+
+    def __init__(self, loader: Callable[[int | str | None], tuple[Any, dict[str, Any], int | str]],
+                 latest: Callable[[], int | str | None] | None = None,
+                 ready: Callable[[int | str], bool] | None = None, device: str = "cpu") -> None:
+        self._loader, self._latest, self._ready = loader, latest, ready or (lambda v: True)
+        self.device = device
+        self.pinned: int | str | None = None
+        self._current: LoadedModel | None = None
+        self._lock = threading.Lock()  # one load at a time; readers never take it
+        self.last_error: str | None = None
+
+    def current(self) -> LoadedModel | None:
+        return self._current
+
+    def pin(self, version: int | str | None) -> None:
+        """Serve ``version`` regardless of the registry pointer (rollback); None follows latest again."""
+        self.pinned = version
+        self.refresh()
+
+    def refresh(self) -> bool:
+        """Load the wanted version if it differs from the live one. True when a swap happened."""
+        with self._lock:
+            try:
+                want = self.pinned if self.pinned is not None else (self._latest() if self._latest else None)
+                cur = self._current
+                if cur is not None and (want is None or want == cur.version):
+                    return False
+                if want is not None and not self._ready(want):
+                    log.info("version %s not in the index yet; staying on %s", want, cur and cur.version)
+                    return False
+                t0 = time.perf_counter()
+                model, extra, version = self._loader(want)
+                lm = LoadedModel(_prepare(model, self.device), catalog_of(extra), version,
+                                 int(model.cfg.seq_len), self.device)
+                self._current = lm  # atomic reference swap: in-flight batches keep the old object
+                self.last_error = None
+                log.info("serving model version %s (was %s), loaded in %.0f ms", version,
+                         cur and cur.version, (time.perf_counter() - t0) * 1000)
+                return True
+            except Exception as e:  # registry unreachable / corrupt version: keep serving the old one
+                self.last_error = f"{type(e).__name__}: {e}"
+                log.error("model refresh failed, keeping %s: %s", self._current and self._current.version, e)
+                return False
+
+
+class UserEncoder:
+    def __init__(self, provider: ModelProvider, features: FeatureSource, seed: int | None = None) -> None:
+        self.provider, self.features = provider, features
+        self._gen = None
+        if seed is not None:
+            import torch
+
+            self._gen = torch.Generator().manual_seed(seed)
+
+    def encode_batch(self, user_ids: list[int]) -> list[EncodeResult]:
+        import torch
+
+        t0 = time.perf_counter()
+        lm = self.provider.current()
+        if lm is None:
+            return [EncodeResult("model_unavailable") for _ in user_ids]
+        try:
+            hists = self.features.histories(user_ids)
+        except BackendUnavailable as e:
+            return [EncodeResult(e.kind) for _ in user_ids]  # type: ignore[arg-type]
+        except Exception as e:
+            log.warning("feature read failed: %s", e)
+            return [EncodeResult("features_unavailable") for _ in user_ids]
+        out: list[EncodeResult | None] = [None] * len(user_ids)
+        rows, row_of = [], []
+        L = lm.seq_len
+        for j, h in enumerate(hists):
+            if h is None:
+                out[j] = EncodeResult("unknown_user")
+                continue
+            idx = lm.catalog.indices(h.items, unknown=0)  # items newer than the model map to padding
+            keep = idx > 0
+            if not keep.any():
+                out[j] = EncodeResult("empty_history", seen=[int(x) for x in h.items])
+                continue
+            ts = np.asarray(h.ts_ms if h.ts_ms is not None else np.zeros(len(idx)), dtype=np.int64)
+            rows.append((idx[keep][-L:], ts[keep][-L:]))
+            row_of.append(j)
+        if rows:
+            B = len(rows)
+            hist = torch.zeros((B, L), dtype=torch.long)  # (B, L) left-padded, most recent last
+            hist_ts = torch.zeros((B, L), dtype=torch.long)  # (B, L) ms, 0 at padding
+            for b, (ii, tt) in enumerate(rows):
+                hist[b, L - len(ii):] = torch.from_numpy(ii)
+                hist_ts[b, L - len(tt):] = torch.from_numpy(tt)
+            # "now" for the time-lag feature is the user's latest event: on replayed logs wall-clock time
+            # would be years past the history and far outside what the model saw in training.
+            now_ts = hist_ts.max(dim=1).values  # (B,)
+            with torch.inference_mode():
+                e_u = lm.model.encode_users(hist.to(lm.device), hist_ts.to(lm.device), now_ts.to(lm.device),
+                                            generator=self._gen)  # (B, D)
+            vecs = e_u.float().cpu().numpy()
+            for b, j in enumerate(row_of):
+                h = hists[j]
+                out[j] = EncodeResult("ok", vecs[b].tolist(), lm.version, [int(x) for x in h.items])
+        ms = (time.perf_counter() - t0) * 1000.0
+        for r in out:
+            r.encode_ms, r.batch_size = ms, len(user_ids)  # type: ignore[union-attr]
+        return out  # type: ignore[return-value]
+
+
+# ---------------------------------------------------------------- feature sources
+
+class StaticFeatures:
+    """Each user's last ``seq_len`` items of a data set, in memory: benches and demos without Feast."""
+
+    def __init__(self, seqs: dict[int, History]) -> None:
+        self.seqs = seqs
+
+    def histories(self, user_ids: list[int]) -> list[History | None]:
+        return [self.seqs.get(int(u)) for u in user_ids]
+
+    @classmethod
+    def from_dataset(cls, name: str, seq_len: int = 50) -> "StaticFeatures":
+        from t2diff.data import load_dataset
+
+        inter, _ = load_dataset(name)
+        order = np.lexsort((inter.ts_ms, inter.user))  # stable by user then time
+        users, items, ts = inter.user[order], inter.item[order], inter.ts_ms[order]
+        bounds = np.flatnonzero(np.diff(users)) + 1
+        seqs = {}
+        for s, e in zip(np.r_[0, bounds], np.r_[bounds, len(users)]):
+            seqs[int(users[s])] = History(items[max(s, e - seq_len):e].tolist(), ts[max(s, e - seq_len):e].tolist())
+        log.info("static features from %s: %d users", name, len(seqs))
+        return cls(seqs)
+
+
+class FeastFeatures:
+    """Reads ``user_session_v1`` through feature_store.client.FeatureClient; any failure to reach the
+    online store is ``features_unavailable`` (the ingress falls back), never an error to the caller."""
+
+    def __init__(self, config_path: Path | None) -> None:
+        from feature_store.client import FeatureClient
+        from feature_store.settings import FeatureSettings
+
+        self.client = FeatureClient(FeatureSettings.load(config_path, key="features"))
+
+    def histories(self, user_ids: list[int]) -> list[History | None]:
+        try:
+            feats = self.client.get_user_features(user_ids)
+        except Exception as e:
+            raise BackendUnavailable("features_unavailable", str(e)) from e
+        return [None if f is None else _history_of(f) for f in feats]
+
+
+def _history_of(f: Any) -> History:
+    items = [int(x) for x in (getattr(f, "last_items", None) or [])]
+    ts = getattr(f, "last_ts_ms", None)
+    if isinstance(ts, (list, tuple, np.ndarray)) and len(ts) == len(items):
+        return History(items, [int(t) for t in ts])
+    # a single "last event time": spread it over the history (no per-item lags known)
+    return History(items, [int(ts)] * len(items) if ts else None)

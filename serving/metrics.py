@@ -1,0 +1,57 @@
+"""Prometheus metrics of the recall service (prometheus-client, exposed on the ingress's ``/metrics``).
+
+Each Ray Serve replica is its own process, so each instance owns a ``CollectorRegistry``; the ingress
+replica records everything per request, including the encode / search latencies that the encoder and
+retriever replicas measure and return with their results (one scrape target shows the whole path).
+Rates are left to PromQL: EVR = effective_views / impressions, follow rate = follows / impressions.
+"""
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.1, 0.25, 0.5, 1.0)
+PLAY_BUCKETS = (1, 2, 3, 5, 7, 10, 15, 20, 30, 45, 60, 120, 300, 600)
+
+
+class ServingMetrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        r = self.registry = registry or CollectorRegistry()
+        p = "t2diff_serve_"
+        self.requests = Counter(p + "requests", "recall requests answered", ["arm"], registry=r)
+        self.candidates = Counter(p + "candidates", "candidates served", ["arm"], registry=r)
+        self.impressions = Counter(p + "impressions", "impressions reported by the app", ["arm"], registry=r)
+        self.plays = Counter(p + "plays", "plays reported by the app", ["arm"], registry=r)
+        self.effective_views = Counter(p + "effective_views", "plays >= threshold or long-view flag", ["arm"],
+                                       registry=r)
+        self.follows = Counter(p + "follows", "follows reported by the app", ["arm"], registry=r)
+        self.play_duration = Histogram(p + "play_duration_seconds", "play duration", ["arm"],
+                                       buckets=PLAY_BUCKETS, registry=r)
+        self.latency = Histogram(p + "latency_seconds", "latency by deployment and stage",
+                                 ["deployment", "stage"], buckets=LATENCY_BUCKETS, registry=r)
+        self.errors = Counter(p + "errors", "errors by deployment and kind", ["deployment", "kind"], registry=r)
+        self.fallbacks = Counter(p + "fallbacks", "requests answered by the fallback source", ["arm", "reason"],
+                                 registry=r)
+        self.bad_requests = Counter(p + "bad_requests", "4xx answers", ["endpoint", "reason"], registry=r)
+        self.feedback_unknown = Counter(p + "feedback_unknown_request", "feedback for request ids not issued here",
+                                        ["reason"], registry=r)
+        self.arm_reloads = Counter(p + "arm_config_reloads", "arms file reloads", ["result"], registry=r)
+        self.model_version = Gauge(p + "model_version_info", "1 for the model version a source serves",
+                                   ["source", "version"], registry=r)
+        self._versions: dict[str, str] = {}
+
+    def set_version(self, source: str, version: str | None) -> None:
+        """Keep exactly one ``model_version_info`` series per source at 1."""
+        v = version or "none"
+        old = self._versions.get(source)
+        if old == v:
+            return
+        if old is not None:
+            self.model_version.remove(source, old)
+        self.model_version.labels(source, v).set(1)
+        self._versions[source] = v
+
+    def versions(self) -> dict[str, str]:
+        return dict(self._versions)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,153 @@
+"""Serving settings: the ``serving`` section of the one config YAML (see docs/ARCHITECTURE.md).
+
+Candidate *sources* are named once (``sources``); experiment *arms* point at a source by name and carry a
+weight. Arms may also come from a separate small YAML (``arms_file``) that the router re-reads when it
+changes, so the experiment team can move traffic without a restart.
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from t2diff.config import Section
+
+NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+def _check_name(v: str) -> str:
+    # Arm / source names travel inside request ids and metric labels: keep them to a safe alphabet.
+    if not NAME_RE.match(v):
+        raise ValueError(f"name {v!r} must match {NAME_RE.pattern}")
+    return v
+
+
+class ArmConfig(_Strict):
+    name: str
+    weight: float = Field(ge=0.0)
+    source: str  # key of ServingSettings.sources
+
+    _n = field_validator("name", "source")(_check_name)
+
+
+class ExperimentConfig(_Strict):
+    """Arms and the salt of the sticky hash. Changing the salt reshuffles every user (a new experiment)."""
+
+    name: str = "t2diff_recall"
+    salt: str = "exp-2025-01"
+    arms: list[ArmConfig] = Field(default_factory=lambda: [
+        ArmConfig(name="treatment", weight=0.5, source="t2diff"),
+        ArmConfig(name="control", weight=0.5, source="baseline"),
+    ])
+
+    @model_validator(mode="after")
+    def _arms_ok(self) -> "ExperimentConfig":
+        if not self.arms:
+            raise ValueError("experiment needs at least one arm")
+        names = [a.name for a in self.arms]
+        if len(set(names)) != len(names):
+            raise ValueError(f"duplicate arm names: {names}")
+        if sum(a.weight for a in self.arms) <= 0:
+            raise ValueError("arm weights sum to 0")
+        return self
+
+
+class SourceConfig(_Strict):
+    """One candidate source.
+
+    ``model``: a user tower + item index. The model comes from the registry (``registry: true``, follows
+    ``latest`` unless ``version`` pins one) or from a checkpoint file (any arch, e.g. a SASRec control).
+    Its item vectors live in a Milvus collection (``index: milvus``, the shared ItemIndex for registry
+    models, or one named by ``collection_prefix``) or are searched exactly in process (``index: exact``).
+    ``popularity``: most-played items from a data set or the feedback log; the fallback of every arm.
+    """
+
+    kind: Literal["model", "popularity"] = "model"
+    registry: bool = True
+    version: str | None = None  # pin a registry version (rollback); None = follow latest
+    checkpoint: Path | None = None  # used when registry is False
+    index: Literal["milvus", "exact"] = "milvus"
+    index_uri: str | None = None  # None = the shared index section's uri
+    collection_prefix: str | None = None  # separate Milvus collections for a checkpoint source
+    dataset: str = "ml-1m"  # popularity counts / static features come from this data set
+    poll_s: float = 5.0  # how often the encoder checks the registry for a new version
+
+    @model_validator(mode="after")
+    def _ok(self) -> "SourceConfig":
+        if self.kind == "model" and not self.registry and self.checkpoint is None:
+            raise ValueError("a model source needs registry: true or a checkpoint path")
+        return self
+
+
+class FeatureSourceConfig(_Strict):
+    """Where session features come from: the Feast online store (production) or a data set replayed into
+    memory (``static``: each user's last items from the data set; benches and demos without Feast)."""
+
+    kind: Literal["feast", "static"] = "feast"
+    dataset: str = "ml-1m"
+
+
+class BatchConfig(_Strict):
+    max_batch_size: int = Field(32, ge=1, le=1024)
+    wait_ms: float = Field(2.0, ge=0.0, le=100.0)
+
+
+class ServingSettings(Section):
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+    config_path: Path | None = None  # the full YAML, so deployments can read features/registry/index sections
+    experiment: ExperimentConfig = Field(default_factory=ExperimentConfig)
+    arms_file: Path | None = None  # optional YAML holding an `experiment` mapping; re-read when it changes
+    arms_reload_s: float = Field(2.0, gt=0)
+    sources: dict[str, SourceConfig] = Field(default_factory=lambda: {
+        "t2diff": SourceConfig(),
+        "baseline": SourceConfig(registry=False, checkpoint=Path("baselines/sasrec.pt"), index="exact"),
+        "popularity": SourceConfig(kind="popularity"),
+    })
+    fallback_source: str = "popularity"
+    features: FeatureSourceConfig = Field(default_factory=FeatureSourceConfig)
+    k_default: int = Field(20, ge=1)
+    k_max: int = Field(200, ge=1)
+    max_body_bytes: int = Field(16_384, ge=256)
+    max_feedback_events: int = Field(500, ge=1)
+    evr_threshold_s: float = Field(7.0, gt=0)  # effective view: play time >= this, or the log's long_view flag
+    request_secret: str = "t2diff-dev-secret"  # signs request ids so any replica can trust an id's arm
+    recent_requests: int = Field(100_000, ge=0)  # request ids kept in memory to validate feedback
+    feedback_log: Path | None = None  # JSONL; None = $T2DIFF_RUNS_DIR/feedback/feedback.jsonl
+    feedback_to_event_log: bool = False  # also produce feedback to the streaming event log
+    batch: BatchConfig = Field(default_factory=BatchConfig)
+    encoder_replicas: int = Field(1, ge=1)
+    retriever_replicas: int = Field(1, ge=1)
+    ingress_replicas: int = Field(1, ge=1)
+    num_gpus_encoder: float = Field(0.0, ge=0.0)  # > 0 puts the user tower on a GPU replica
+    timeout_s: float = Field(1.0, gt=0)  # per backend call; past it the request falls back
+    # A user with no session features: answer from the fallback (a new user in a feed still needs
+    # candidates) or answer 404 (callers that must know). Either way it is counted.
+    unknown_user: Literal["fallback", "reject"] = "fallback"
+
+    @model_validator(mode="after")
+    def _refs(self) -> "ServingSettings":
+        for name in self.sources:
+            _check_name(name)
+        for a in self.experiment.arms:
+            if a.source not in self.sources:
+                raise ValueError(f"arm {a.name!r} names unknown source {a.source!r}; have {sorted(self.sources)}")
+        if self.fallback_source not in self.sources or self.sources[self.fallback_source].kind != "popularity":
+            raise ValueError(f"fallback_source {self.fallback_source!r} must name a popularity source")
+        if self.k_default > self.k_max:
+            raise ValueError("k_default > k_max")
+        return self
+
+    def model_sources(self) -> dict[str, SourceConfig]:
+        return {n: s for n, s in self.sources.items() if s.kind == "model"}
+
+    def feedback_path(self) -> Path:
+        from t2diff.paths import runs_dir
+
+        return Path(self.feedback_log) if self.feedback_log else runs_dir() / "feedback" / "feedback.jsonl"

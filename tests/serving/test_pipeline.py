@@ -1,0 +1,155 @@
+"""The recall path without Ray: routing, degraded modes, metrics, feedback."""
+import asyncio
+import json
+
+import pytest
+
+from serving.ab import ABRouter
+from serving.feedback import FeedbackLog, FeedbackRecorder, RequestIds, read_feedback
+from serving.metrics import ServingMetrics
+from serving.pipeline import RecallPipeline, UnknownUser
+from serving.popularity import PopularitySource
+from serving.schemas import FeedbackEvent, RecallRequest
+from serving.settings import ArmConfig, ExperimentConfig, ServingSettings, SourceConfig
+from serving.types import BackendUnavailable, EncodeResult, SearchResult
+
+POP = PopularitySource([100, 101, 102, 103, 104], [5, 4, 3, 2, 1])
+
+
+def _settings(**kw):
+    return ServingSettings(
+        experiment=ExperimentConfig(salt="t", arms=[ArmConfig(name="treatment", weight=1, source="t2diff")]),
+        sources={"t2diff": SourceConfig(), "popularity": SourceConfig(kind="popularity")}, timeout_s=0.2, **kw)
+
+
+class Backend:
+    """Fake encoder + retriever: user u has history [u, u+1]; the vector is [u]; search returns 1..k."""
+
+    def __init__(self):
+        self.encode_mode = "ok"
+        self.search_mode = "ok"
+        self.calls = []
+
+    async def encode(self, source, user_id):
+        m = self.encode_mode
+        if m == "raise_unavailable":
+            raise BackendUnavailable("features_unavailable", "redis down")
+        if m == "crash":
+            raise RuntimeError("boom")
+        if m == "slow":
+            await asyncio.sleep(1)
+        if m in ("unknown_user", "empty_history", "model_unavailable", "features_unavailable"):
+            return EncodeResult(m, seen=[101] if m == "empty_history" else [])
+        return EncodeResult("ok", [float(user_id)], 7, seen=[1, 101], encode_ms=1.5)
+
+    async def search(self, source, vector, k, exclude, version):
+        self.calls.append((source, vector, k, list(exclude), version))
+        if self.search_mode == "down":
+            raise BackendUnavailable("index_unavailable", "milvus down")
+        items = [(i, 1.0 / i) for i in range(1, k + 3) if i not in exclude][:k]
+        return SearchResult(items, version, search_ms=0.5)
+
+
+def _pipe(settings=None, backend=None):
+    s = settings or _settings()
+    m = ServingMetrics()
+    b = backend or Backend()
+    p = RecallPipeline(s, ABRouter(s.experiment), POP, m, RequestIds("k"), b.encode, b.search)
+    return p, b, m
+
+
+def _val(m, name, **labels):
+    return m.registry.get_sample_value(name, labels) or 0.0
+
+
+def test_happy_path_uses_encoder_version_and_excludes_seen():
+    p, b, m = _pipe()
+    r = asyncio.run(p.recall(RecallRequest(user_id=5, k=3)))
+    assert not r.fallback and r.source == "t2diff" and r.model_version == "7" and r.arm == "treatment"
+    assert [c.item_id for c in r.items] == [2, 3, 4]  # 1 was seen
+    assert b.calls[-1][4] == 7  # searched the encoder's version
+    r2 = asyncio.run(p.recall(RecallRequest(user_id=5, k=3, exclude_seen=False)))
+    assert [c.item_id for c in r2.items] == [1, 2, 3]
+    assert _val(m, "t2diff_serve_requests_total", arm="treatment") == 2
+    assert _val(m, "t2diff_serve_candidates_total", arm="treatment") == 6
+    assert _val(m, "t2diff_serve_model_version_info", source="t2diff", version="7") == 1
+    assert _val(m, "t2diff_serve_latency_seconds_count", deployment="encoder", stage="encode") == 2
+
+
+@pytest.mark.parametrize("mode,reason", [
+    ("unknown_user", "unknown_user"), ("empty_history", "empty_history"),
+    ("features_unavailable", "features_unavailable"), ("raise_unavailable", "features_unavailable"),
+    ("model_unavailable", "model_unavailable"), ("crash", "encoder_error"), ("slow", "timeout"),
+])
+def test_encoder_degraded_modes_fall_back(mode, reason):
+    p, b, m = _pipe()
+    b.encode_mode = mode
+    r = asyncio.run(p.recall(RecallRequest(user_id=5, k=2)))
+    assert r.fallback and r.fallback_reason == reason and r.source == "popularity" and r.model_version is None
+    # empty_history still knows what the user saw (101) and keeps it out of the fallback
+    assert [c.item_id for c in r.items] == ([100, 102] if mode == "empty_history" else [100, 101])
+    assert _val(m, "t2diff_serve_fallbacks_total", arm="treatment", reason=reason) == 1
+    assert _val(m, "t2diff_serve_requests_total", arm="treatment") == 1
+
+
+def test_index_down_falls_back_and_counts_error():
+    p, b, m = _pipe()
+    b.search_mode = "down"
+    r = asyncio.run(p.recall(RecallRequest(user_id=5, k=2)))
+    assert r.fallback and r.fallback_reason == "index_unavailable"
+    assert [c.item_id for c in r.items] == [100, 102]  # seen 101 excluded from the fallback too
+    assert _val(m, "t2diff_serve_errors_total", deployment="retriever", kind="index_unavailable") == 1
+
+
+def test_unknown_user_reject_mode_raises():
+    p, b, m = _pipe(_settings(unknown_user="reject"))
+    b.encode_mode = "unknown_user"
+    with pytest.raises(UnknownUser):
+        asyncio.run(p.recall(RecallRequest(user_id=5, k=2)))
+    assert _val(m, "t2diff_serve_bad_requests_total", endpoint="recall", reason="unknown_user") == 1
+
+
+def test_popularity_arm_and_default_k():
+    s = ServingSettings(
+        experiment=ExperimentConfig(arms=[ArmConfig(name="pop", weight=1, source="popularity")]),
+        sources={"popularity": SourceConfig(kind="popularity")}, k_default=4)
+    p, b, m = _pipe(s)
+    r = asyncio.run(p.recall(RecallRequest(user_id=1)))
+    assert not r.fallback and r.source == "popularity" and len(r.items) == 4 and b.calls == []
+
+
+def test_feedback_known_unknown_and_metrics(tmp_path):
+    p, b, m = _pipe()
+    r = asyncio.run(p.recall(RecallRequest(user_id=5, k=2)))
+    flog = FeedbackLog(tmp_path / "fb.jsonl")
+    rec = FeedbackRecorder(p.ids, flog, m, evr_threshold_s=7.0)
+    evs = [FeedbackEvent(request_id=r.request_id, user_id=5, item_id=2, event="impression"),
+           FeedbackEvent(request_id=r.request_id, user_id=5, item_id=2, event="play", play_time_ms=9000),
+           FeedbackEvent(request_id=r.request_id, user_id=5, item_id=3, event="play", play_time_ms=1000),
+           FeedbackEvent(request_id=r.request_id, user_id=5, item_id=3, event="play", play_time_ms=1000,
+                         long_view=True),
+           FeedbackEvent(request_id=r.request_id, user_id=5, item_id=2, event="follow"),
+           FeedbackEvent(request_id="forged.treatment.00000000", user_id=5, item_id=2, event="impression"),
+           FeedbackEvent(request_id=r.request_id, user_id=6, item_id=2, event="impression")]
+    accepted, unknown = rec.record(evs)
+    assert (accepted, unknown) == (7, 2)
+    rows = read_feedback(tmp_path / "fb.jsonl")
+    assert len(rows) == 7 and [x["known"] for x in rows] == [True] * 5 + [False] * 2
+    assert rows[0]["arm"] == "treatment" and rows[0]["model_version"] == "7"
+    assert [x["effective"] for x in rows[1:4]] == [True, False, True]
+    assert _val(m, "t2diff_serve_impressions_total", arm="treatment") == 1
+    assert _val(m, "t2diff_serve_plays_total", arm="treatment") == 3
+    assert _val(m, "t2diff_serve_effective_views_total", arm="treatment") == 2
+    assert _val(m, "t2diff_serve_follows_total", arm="treatment") == 1
+    assert _val(m, "t2diff_serve_play_duration_seconds_count", arm="treatment") == 3
+    assert _val(m, "t2diff_serve_feedback_unknown_request_total", reason="unknown_request_id") == 1
+    assert _val(m, "t2diff_serve_feedback_unknown_request_total", reason="user_mismatch") == 1
+
+
+def test_request_id_valid_across_replicas_after_eviction():
+    a, b = RequestIds("secret", remember=1), RequestIds("secret", remember=0)
+    rid = a.new("control", user_id=1)
+    assert b.resolve(rid)[0] == "control"  # another replica, nothing remembered: the signature carries it
+    assert RequestIds("other").resolve(rid)[0] is None
+    tampered = rid.replace(".control.", ".treatment.")
+    assert b.resolve(tampered)[0] is None
