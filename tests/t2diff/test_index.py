@@ -1,0 +1,145 @@
+"""Milvus Lite item index: exact round trip, atomic alias switch under concurrent reads, grace/rollback,
+and two processes sharing one db through the loopback server."""
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from t2diff.index import ItemIndex, IndexSettings, stop_lite_server
+
+
+@pytest.fixture
+def index(tmp_path):
+    idx = ItemIndex(str(tmp_path / "items.db"), shared=False, grace_s=3600, keep=2)
+    yield idx
+    idx.close()
+
+
+def test_round_trip_matches_torch_inner_product(index):
+    g = torch.Generator().manual_seed(0)
+    vecs = torch.randn(3000, 8, generator=g)  # (N, D)
+    ids = np.arange(3000, dtype=np.int64) * 7 + 11  # raw ids are not row numbers
+    index.publish(1, ids, vecs)
+    q = torch.randn(6, 8, generator=g)  # (B, D)
+    got = index.search(q, k=20)
+    scores = q @ vecs.T  # (B, N) the reference ranking
+    top = torch.topk(scores, 23, dim=1)
+    for b in range(6):
+        assert [r for r, _ in got[b]] == ids[top.indices[b, :20].numpy()].tolist()
+        np.testing.assert_allclose([s for _, s in got[b]], top.values[b, :20].numpy(), rtol=1e-4, atol=1e-4)
+    # exclusions drop exactly the listed ids and still return k
+    ex = [ids[top.indices[b, :3].numpy()].tolist() for b in range(6)]
+    got_ex = index.search(q, k=20, exclude=ex)
+    for b in range(6):
+        assert [r for r, _ in got_ex[b]] == ids[top.indices[b, 3:23].numpy()].tolist()
+    assert index.live_version() == 1 and index.count() == 3000
+
+
+def test_rejects_bad_input(index):
+    with pytest.raises(ValueError):
+        index.publish(1, [1, 1], np.zeros((2, 4)))
+    with pytest.raises(ValueError):
+        index.publish(1, [1, 2], np.full((2, 4), np.nan))
+    with pytest.raises(ValueError):
+        index.publish(1, [1, 2, 3], np.zeros((2, 4)))
+    index.publish(1, [1, 2], np.eye(2, 4))
+    with pytest.raises(ValueError):  # the live version is immutable
+        index.publish(1, [1, 2], np.eye(2, 4))
+
+
+def _version_vectors(v: int, n: int) -> np.ndarray:
+    # Every item of version v scores v + tiny item offset for query e_0: a mixed or partial read is visible.
+    x = np.zeros((n, 4), dtype=np.float32)
+    x[:, 0] = v + np.arange(n) * 1e-4
+    return x
+
+
+def test_alias_switch_is_atomic_under_concurrent_reads(tmp_path):
+    uri = str(tmp_path / "items.db")
+    writer = ItemIndex(uri, shared=False, grace_s=3600, keep=10)
+    n, k = 400, 50
+    writer.publish(1, np.arange(n), _version_vectors(1, n))
+    reader = ItemIndex(uri, shared=False)  # separate client, same in-process server
+    seen, errors, stop = [], [], threading.Event()
+
+    def read() -> None:
+        q = np.array([[1.0, 0, 0, 0]], dtype=np.float32)
+        while not stop.is_set():
+            try:
+                hits = reader.search(q, k=k)[0]
+            except Exception as e:  # noqa: BLE001 -- any failure during a switch is a test failure
+                errors.append(repr(e))
+                return
+            versions = {int(round(s)) for _, s in hits}
+            seen.append((len(hits), versions))
+
+    t = threading.Thread(target=read)
+    t.start()
+    for v in range(2, 6):
+        writer.publish(v, np.arange(n), _version_vectors(v, n))
+    time.sleep(0.2)
+    stop.set()
+    t.join(10)
+    writer.close()
+    reader.close()
+    assert not errors
+    assert len(seen) > 10
+    assert all(cnt == k and len(vs) == 1 for cnt, vs in seen), "a read saw a partial or mixed index"
+    order = [next(iter(vs)) for _, vs in seen]
+    assert order == sorted(order), "versions went backwards"
+    assert order[-1] == 5
+
+
+def test_grace_period_keep_and_rollback(tmp_path):
+    idx = ItemIndex(str(tmp_path / "items.db"), shared=False, grace_s=100, keep=1)
+    for v in (1, 2, 3):
+        idx.publish(v, np.arange(10), _version_vectors(v, 10))
+    assert idx.versions() == [1, 2, 3]  # retired ones within their grace period stay searchable
+    assert round(idx.search(np.array([1.0, 0, 0, 0]), 1, version=1)[0][0][1]) == 1
+    idx.set_live(2)  # rollback
+    assert idx.live_version() == 2
+    assert round(idx.search(np.array([1.0, 0, 0, 0]), 1)[0][0][1]) == 2
+    dropped = idx.drop_expired(now=time.time() + 101)
+    assert dropped == ["t2diff_items_v000001"]  # 2 is live, 3 is the newest (keep=1)
+    assert idx.versions() == [2, 3]
+    with pytest.raises(KeyError):
+        idx.set_live(1)
+    idx.close()
+
+
+def test_settings_forbid_unknown_keys():
+    with pytest.raises(Exception):
+        IndexSettings(index_typ="FLAT")
+
+
+WRITER = """
+import numpy as np, sys
+from t2diff.index import ItemIndex
+idx = ItemIndex(sys.argv[1], shared=True)
+idx.publish(int(sys.argv[2]), np.arange(100), np.eye(100, 8, dtype=np.float32) * float(sys.argv[2]))
+print("ok", idx.uri)
+"""
+
+
+@pytest.mark.integration
+def test_two_processes_share_one_lite_db(tmp_path):
+    db = tmp_path / "shared.db"
+    try:
+        reader = ItemIndex(str(db), shared=True)  # starts the loopback server
+        assert reader.live_version() is None
+        out = subprocess.run([sys.executable, "-c", WRITER, str(db), "7"], capture_output=True, text=True,
+                             timeout=120)
+        assert out.returncode == 0, out.stderr[-2000:]
+        assert reader.uri in out.stdout  # the writer found the running server instead of opening the file
+        assert reader.live_version() == 7
+        hits = reader.search(np.eye(1, 8, dtype=np.float32), 1)[0]
+        assert hits[0][0] == 0 and hits[0][1] == pytest.approx(7.0)
+        reader.close()
+    finally:
+        assert stop_lite_server(db)
