@@ -1,0 +1,63 @@
+import torch
+
+from t2diff.model.diffusion import drift_mask, prepare_drift, utilise_drift
+
+from .conftest import make_batch, make_model
+
+
+def test_drift_preparation_and_utilisation_round_trip():
+    g = torch.Generator().manual_seed(0)
+    x, x_next = torch.randn(4, 7, 3, generator=g), torch.randn(4, 3, generator=g)
+    z0 = prepare_drift(x, x_next)
+    torch.testing.assert_close(z0[:, :-1], x[:, 1:] - x[:, :-1])  # Eq. 10-11
+    torch.testing.assert_close(utilise_drift(x[:, -1], z0), x_next)  # Eq. 18 recovers x_{n+1}
+    # prefix sums of the drifts rebuild the whole sequence from x_1
+    rebuilt = x[:, :1] + torch.cumsum(z0, 1)
+    torch.testing.assert_close(rebuilt[:, :-1], x[:, 1:], atol=1e-5, rtol=1e-5)
+    # w/o DP: the target is the shifted sequence itself
+    z_plain = prepare_drift(x, x_next, drift=False)
+    torch.testing.assert_close(utilise_drift(x[:, -1], z_plain, drift=False), x_next)
+    assert not torch.allclose(z_plain, z0)
+
+
+def test_drift_mask_excludes_padded_positions():
+    mask = torch.tensor([[False, False, True, True], [True, True, True, True]])
+    assert drift_mask(mask).tolist() == [[False, False, True, True], [True, True, True, True]]
+    mask = torch.tensor([[True, False, True, True]])  # a hole: drift from/into the hole is undefined
+    assert drift_mask(mask).tolist() == [[False, False, True, True]]
+
+
+def test_kl_gradient_never_reaches_embeddings_but_tower_loss_does():
+    m = make_model("t2diff")
+    batch = make_batch()
+    hist = batch["hist"]
+    mask = hist > 0
+    x, x_t = m.items(hist), m.items(batch["target"])
+    kl, x_hat = m.diffusion.training_loss(x, x_t, mask)
+    assert kl.requires_grad and not x_hat.requires_grad
+    kl.backward()
+    assert m.items.id_weight.grad is None and m.items.tag_weight.grad is None
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in m.diffusion.unet.parameters())
+    m.zero_grad(set_to_none=True)
+    loss, metrics = m(batch)
+    assert metrics["kl"] > 0
+    loss.backward()
+    assert m.items.id_weight.grad is not None and m.items.id_weight.grad.abs().sum() > 0
+    assert m.items.tag_weight.grad.abs().sum() > 0
+    # the softmax loss does not train the U-Net either (x̂ is detached): only lambda * L_KL does
+    m.zero_grad(set_to_none=True)
+    m.cfg.lambda_kl = 0.0
+    m(batch)[0].backward()
+    assert all(p.grad is None or p.grad.abs().sum() == 0 for p in m.diffusion.unet.parameters())
+
+
+def test_fewer_steps_change_result_and_are_reproducible():
+    m = make_model("t2diff").eval()
+    b = make_batch()
+    g = lambda: torch.Generator().manual_seed(5)  # noqa: E731
+    e50 = m.encode_users(b["hist"], b["hist_ts"], generator=g())
+    e50b = m.encode_users(b["hist"], b["hist_ts"], generator=g())
+    e10 = m.encode_users(b["hist"], b["hist_ts"], generator=g(), num_steps=10)
+    torch.testing.assert_close(e50, e50b)
+    assert e10.shape == e50.shape and torch.isfinite(e10).all()
+    assert not torch.allclose(e10, e50)
