@@ -1,0 +1,157 @@
+{{/* Names: the usual <release>-<chart> prefix, shortened to the 63-character DNS label limit. */}}
+{{- define "t2diff.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "t2diff.fullname" -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- $name := default .Chart.Name .Values.nameOverride -}}
+{{- if contains $name .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Fullname of a bundled subchart, computed the way the Bitnami and Milvus charts do it. */}}
+{{- define "t2diff.subchartFullname" -}}
+{{- $root := index . 0 -}}{{- $chart := index . 1 -}}
+{{- if contains $chart $root.Release.Name -}}
+{{- $root.Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" $root.Release.Name $chart | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "t2diff.labels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
+app.kubernetes.io/name: {{ include "t2diff.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: t2diff
+{{- with .Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end -}}
+
+{{/* Selector labels of one component: call with (list $ "trainer"). */}}
+{{- define "t2diff.selectorLabels" -}}
+{{- $root := index . 0 -}}
+app.kubernetes.io/name: {{ include "t2diff.name" $root }}
+app.kubernetes.io/instance: {{ $root.Release.Name }}
+app.kubernetes.io/component: {{ index . 1 }}
+{{- end -}}
+
+{{- define "t2diff.image" -}}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) -}}
+{{- end -}}
+
+{{- define "t2diff.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create -}}
+{{- default (include "t2diff.fullname" .) .Values.serviceAccount.name -}}
+{{- else -}}
+{{- default "default" .Values.serviceAccount.name -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "t2diff.claimName" -}}
+{{- default (printf "%s-runs" (include "t2diff.fullname" .)) .Values.persistence.existingClaim -}}
+{{- end -}}
+
+{{/* Endpoints: a bundled service wins over an external one; empty means the embedded default. */}}
+{{- define "t2diff.kafkaBootstrap" -}}
+{{- if .Values.kafka.enabled -}}
+{{- printf "%s:9092" (include "t2diff.subchartFullname" (list . "kafka")) -}}
+{{- else -}}
+{{- .Values.externalKafka.bootstrapServers -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "t2diff.redisAddress" -}}
+{{- if .Values.redis.enabled -}}
+{{- printf "%s-master:6379" (include "t2diff.subchartFullname" (list . "redis")) -}}
+{{- else if .Values.externalRedis.host -}}
+{{- printf "%s:%v" .Values.externalRedis.host .Values.externalRedis.port -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "t2diff.milvusUri" -}}
+{{- if .Values.milvus.enabled -}}
+{{- printf "http://%s:19530" (include "t2diff.subchartFullname" (list . "milvus")) -}}
+{{- else -}}
+{{- .Values.externalMilvus.uri -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "t2diff.configPath" -}}
+{{- printf "%s/config.yaml" (trimSuffix "/" .Values.configMountPath) -}}
+{{- end -}}
+
+{{/* Container args: the component's `t2diff` sub-command plus the config file. */}}
+{{- define "t2diff.args" -}}
+{{- $root := index . 0 -}}
+{{- toYaml (concat (index . 1) (list "--config" (include "t2diff.configPath" $root))) -}}
+{{- end -}}
+
+{{/* Environment shared by every t2diff container: config path, runs dir, then secrets (env wins over file). */}}
+{{- define "t2diff.env" -}}
+{{- $root := index . 0 -}}
+- name: T2DIFF_CONFIG
+  value: {{ include "t2diff.configPath" $root | quote }}
+- name: T2DIFF_RUNS_DIR
+  value: {{ $root.Values.persistence.mountPath | quote }}
+- name: POD_NAME
+  valueFrom:
+    fieldRef:
+      fieldPath: metadata.name
+{{- if $root.Values.secrets.existingSecret }}
+{{- range $root.Values.secrets.env }}
+- name: {{ required "secrets.env[].name is required" .name }}
+  valueFrom:
+    secretKeyRef:
+      name: {{ $root.Values.secrets.existingSecret }}
+      key: {{ required "secrets.env[].key is required" .key }}
+{{- end }}
+{{- end }}
+{{- with index . 1 }}
+{{ toYaml . }}
+{{- end }}
+{{- end -}}
+
+{{- define "t2diff.volumeMounts" -}}
+- name: config
+  mountPath: {{ .Values.configMountPath }}
+  readOnly: true
+- name: runs
+  mountPath: {{ .Values.persistence.mountPath }}
+- name: tmp
+  mountPath: /tmp
+{{- end -}}
+
+{{- define "t2diff.volumes" -}}
+- name: config
+  configMap:
+    name: {{ include "t2diff.fullname" . }}-config
+- name: runs
+{{- if .Values.persistence.enabled }}
+  persistentVolumeClaim:
+    claimName: {{ include "t2diff.claimName" . }}
+{{- else }}
+  emptyDir: {}
+{{- end }}
+- name: tmp
+  emptyDir: {}
+{{- end -}}
+
+{{/* Pod annotations: roll the pods when config.yaml changes. */}}
+{{- define "t2diff.podAnnotations" -}}
+{{- $root := index . 0 -}}
+checksum/config: {{ include "t2diff.configDoc" $root | sha256sum }}
+{{- with index . 1 }}
+{{ toYaml . }}
+{{- end }}
+{{- end -}}
