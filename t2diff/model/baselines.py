@@ -1,0 +1,159 @@
+"""Sequential baselines with the T2Diff model interface: SASRec (CE loss) and GRU4Rec.
+
+Both embed items with the same modules as T2Diff (t2diff.model.towers: ID embedding + mean tag embedding = edim,
+then MLP(2*edim) with ELU + LayerNorm for the candidate side), score by dot product, and train with a full
+softmax over all items, so Table 2 compares user towers, not item features or losses. The official repo's
+in-house SASRec also used edim 4 with 2 heads of width 2; ``ModelConfig`` sizes everything here too.
+
+Interface (docs/ARCHITECTURE.md): ``forward(batch) -> (loss, metrics)``, ``encode_users(hist, ...)``,
+``encode_items(idx=None)``, ``add_items(tags)``.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from t2diff.model.config import ModelConfig
+from t2diff.model.towers import ItemEmbedding, ItemTower
+
+
+class _TwoTowerBase(nn.Module):
+    """Shared item side (t2diff.model.towers, identical to T2Diff's) + full-softmax CE training."""
+
+    def __init__(self, cfg: ModelConfig, item_tags: torch.Tensor) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.items = ItemEmbedding(cfg, item_tags)  # (..,) -> (.., edim)
+        self.item_tower = ItemTower(cfg)  # (.., edim) -> (.., user_dim)
+
+    @property
+    def item_tags(self) -> torch.Tensor:
+        return self.items.item_tags
+
+    @property
+    def device(self) -> torch.device:
+        return self.items.item_tags.device
+
+    def _canon(self, hist: torch.Tensor) -> torch.Tensor:
+        """Last seq_len positions, left-padded with 0: (B, L) -> (B, n)."""
+        n = self.cfg.seq_len
+        hist = hist.to(self.device, torch.long)[:, -n:]
+        if hist.numel() and (int(hist.min()) < 0 or int(hist.max()) > self.items.num_items):
+            raise ValueError(f"item index out of range 0..{self.items.num_items}")
+        return F.pad(hist, (n - hist.shape[1], 0))
+
+    def _user(self, hist: torch.Tensor) -> torch.Tensor:  # (B, n) -> (B, user_dim)
+        raise NotImplementedError
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+        e_u = self._user(self._canon(batch["hist"]))  # (B, U)
+        target = batch["target"].to(self.device, torch.long)
+        logits = e_u @ self.encode_items()[1:].T  # (B, N): padding is never a class (same as T2Diff)
+        loss = F.cross_entropy(logits, target - 1)
+        return loss, {"loss": float(loss.detach()), "ce": float(loss.detach())}
+
+    def encode_users(self, hist: torch.Tensor, hist_ts: torch.Tensor | None = None, now_ts: torch.Tensor | None = None,
+                     generator: torch.Generator | None = None, num_steps: int | None = None) -> torch.Tensor:
+        # Time and sampling arguments exist for interface parity with T2Diff; these towers are deterministic.
+        return self._user(self._canon(hist))
+
+    def encode_items(self, idx: torch.Tensor | None = None) -> torch.Tensor:
+        """(N+1, U) for the whole catalogue (row 0 = padding = zeros) or (len(idx), U)."""
+        if idx is None:
+            idx = torch.arange(self.items.num_items + 1, device=self.device)
+        idx = idx.to(self.device, torch.long)
+        out = self.item_tower(self.items(idx))
+        return out * (idx > 0).unsqueeze(-1).to(out.dtype)
+
+    def add_items(self, tags: torch.Tensor) -> torch.Tensor:
+        """Grow the catalogue by M cold items; the ID table becomes a new Parameter (rebuild optimizers)."""
+        return self.items.grow(tags)
+
+
+class _Block(nn.Module):
+    """Pre-LN causal self-attention block (SASRec) with a padding-aware mask."""
+
+    def __init__(self, d: int, heads: int, ffn: int, dropout: float) -> None:
+        super().__init__()
+        if d % heads:
+            raise ValueError(f"edim {d} is not divisible by num_heads {heads}")
+        self.h, self.dk = heads, d // heads
+        self.ln1, self.ln2 = nn.LayerNorm(d), nn.LayerNorm(d)
+        self.qkv = nn.Linear(d, 3 * d)
+        self.out = nn.Linear(d, d)
+        self.ffn = nn.Sequential(nn.Linear(d, ffn), nn.GELU(), nn.Dropout(dropout), nn.Linear(ffn, d))
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
+        B, L, D = x.shape  # allowed: (B, 1, L, L) bool
+        q, k, v = self.qkv(self.ln1(x)).view(B, L, 3, self.h, self.dk).permute(2, 0, 3, 1, 4)  # 3 x (B, h, L, dk)
+        att = (q @ k.transpose(-1, -2)) / math.sqrt(self.dk)  # (B, h, L, L)
+        att = att.masked_fill(~allowed, -math.inf).softmax(-1)
+        y = (self.drop(att) @ v).transpose(1, 2).reshape(B, L, D)
+        x = x + self.drop(self.out(y))
+        return x + self.drop(self.ffn(self.ln2(x)))
+
+
+class SASRec(_TwoTowerBase):
+    """Causal self-attention over the item sequence; the last position's state -> user vector."""
+
+    def __init__(self, cfg: ModelConfig, item_tags: torch.Tensor) -> None:
+        super().__init__(cfg, item_tags)
+        d = cfg.edim
+        self.pos = nn.Embedding(cfg.seq_len, d)
+        nn.init.normal_(self.pos.weight, std=cfg.emb_init_std)
+        self.blocks = nn.ModuleList(_Block(d, cfg.num_heads, cfg.ffn_dim, cfg.dropout) for _ in range(cfg.num_blocks))
+        self.ln = nn.LayerNorm(d)
+        self.proj = nn.Linear(d, cfg.user_dim)
+        self.drop = nn.Dropout(cfg.dropout)
+
+    def _user(self, hist: torch.Tensor) -> torch.Tensor:
+        B, L = hist.shape
+        valid = hist > 0  # (B, L)
+        x = self.items(hist) + self.pos.weight[-L:]  # (B, L, d); positions aligned to the most recent item
+        x = self.drop(x) * valid.unsqueeze(-1)
+        causal = torch.ones(L, L, dtype=torch.bool, device=hist.device).tril()
+        # Keys must be real items; the diagonal is always allowed so padded query rows never softmax over nothing.
+        allowed = (causal & valid.unsqueeze(1)) | torch.eye(L, dtype=torch.bool, device=hist.device)
+        allowed = allowed.unsqueeze(1)  # (B, 1, L, L)
+        for blk in self.blocks:
+            x = blk(x, allowed) * valid.unsqueeze(-1)
+        return self.proj(self.ln(x[:, -1]))  # (B, user_dim): left padding puts the newest item last
+
+
+class GRU4Rec(_TwoTowerBase):
+    """GRU over the item sequence (padding removed by packing); the final hidden state -> user vector."""
+
+    def __init__(self, cfg: ModelConfig, item_tags: torch.Tensor) -> None:
+        super().__init__(cfg, item_tags)
+        hidden = int(cfg.extra.get("gru_hidden", cfg.user_dim))
+        self.gru = nn.GRU(cfg.edim, hidden, num_layers=cfg.num_blocks, batch_first=True,
+                          dropout=cfg.dropout if cfg.num_blocks > 1 else 0.0)
+        self.proj = nn.Linear(hidden, cfg.user_dim)
+        self.drop = nn.Dropout(cfg.dropout)
+
+    def _user(self, hist: torch.Tensor) -> torch.Tensor:
+        B, L = hist.shape
+        lengths = (hist > 0).sum(1).clamp_min(1)  # (B,)
+        # Left-padded -> left-aligned: row b reads positions L-len_b .. L-1 first.
+        ar = torch.arange(L, device=hist.device)
+        src = (ar.unsqueeze(0) + (L - lengths).unsqueeze(1)).clamp(max=L - 1)  # (B, L)
+        aligned = hist.gather(1, src)
+        x = self.drop(self.items(aligned))  # (B, L, edim)
+        packed = nn.utils.rnn.pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
+        _, h = self.gru(packed)  # h: (layers, B, hidden), in the original batch order
+        return self.proj(self.drop(h[-1]))
+
+
+BASELINES = {"sasrec": SASRec, "gru4rec": GRU4Rec}
+
+
+def build_baseline(cfg: ModelConfig, item_tags: torch.Tensor) -> nn.Module:
+    if cfg.arch not in BASELINES:
+        raise ValueError(f"{cfg.arch!r} is not a baseline; expected one of {sorted(BASELINES)}")
+    if cfg.num_items + 1 != item_tags.shape[0]:
+        raise ValueError(f"cfg.num_items={cfg.num_items} but item_tags has {item_tags.shape[0]} rows (N+1 expected)")
+    return BASELINES[cfg.arch](cfg, item_tags)

@@ -1,0 +1,41 @@
+import pytest
+import torch
+
+from t2diff.model.baselines import build_baseline
+from t2diff.model.config import ModelConfig
+
+TAGS = torch.tensor([[0, 0], [1, 2], [2, 0], [3, 0], [1, 0], [0, 0], [2, 3]])  # 6 items, row 0 = padding
+
+
+@pytest.mark.parametrize("arch", ["sasrec", "gru4rec"])
+def test_interface_shapes_padding_and_growth(arch):
+    torch.manual_seed(0)
+    cfg = ModelConfig(arch=arch, num_items=6, num_tags=3, max_tags=2, seq_len=8, session_len=2)
+    m = build_baseline(cfg, TAGS)
+    hist = torch.tensor([[0, 0, 0, 0, 0, 1, 2, 3], [4, 5, 6, 1, 2, 3, 4, 5]])
+    batch = {"hist": hist, "hist_ts": torch.zeros_like(hist), "target": torch.tensor([4, 6]),
+             "target_ts": torch.zeros(2, dtype=torch.long)}
+    loss, metrics = m(batch)
+    assert loss.ndim == 0 and torch.isfinite(loss) and metrics["loss"] == pytest.approx(float(loss.detach()))
+    loss.backward()
+    assert m.encode_items().shape == (7, cfg.user_dim)
+    assert torch.all(m.encode_items()[0] == 0)
+    e_u = m.encode_users(hist)
+    assert e_u.shape == (2, cfg.user_dim) and torch.isfinite(e_u).all()
+    # left padding must not change the user vector: a shorter window of the same recent items
+    assert torch.allclose(m.encode_users(hist[:1]), m.encode_users(hist[:1, -5:]), atol=1e-6)
+    # the most recent item matters
+    other = hist.clone()
+    other[0, -1] = 6
+    assert not torch.allclose(m.encode_users(hist[:1]), m.encode_users(other[:1]))
+    new = m.add_items(torch.tensor([[3, 1], [0, 0]]))
+    assert new.tolist() == [7, 8] and m.encode_items().shape == (9, cfg.user_dim)
+    assert m.encode_users(torch.tensor([[0, 7, 8]])).shape == (1, cfg.user_dim)
+
+
+def test_wrong_tag_rows_rejected():
+    cfg = ModelConfig(arch="sasrec", num_items=5, num_tags=3, max_tags=2)
+    with pytest.raises(ValueError):
+        build_baseline(cfg, TAGS)
+    with pytest.raises(ValueError):
+        build_baseline(ModelConfig(arch="t2diff", num_items=6, num_tags=3, max_tags=2), TAGS)
