@@ -7,7 +7,7 @@ import time
 
 from kafka import TopicPartition
 from kafka.consumer.fetcher import ConsumerRecord
-from kafka.partitioner.default import DefaultPartitioner
+from kafka.partitioner.default import murmur2
 from kafka.structs import OffsetAndMetadata
 
 
@@ -35,13 +35,12 @@ class FakeProducer:
     def __init__(self, broker: FakeBroker, **config) -> None:
         broker.configs.append({"role": "producer", **config})
         self.b = broker
-        self.partitioner = DefaultPartitioner()
 
     def send(self, topic, value=None, key=None, headers=None, partition=None, timestamp_ms=None):
         if self.b.fail_sends:
             return _Future(RuntimeError("broker unavailable"))
         parts = self.b.topic(topic)
-        p = self.partitioner(key, list(range(len(parts))), list(range(len(parts))))
+        p = (murmur2(key) & 0x7FFFFFFF) % len(parts)  # the Java client's / kafka-python's default partitioner
         ts = int(time.time() * 1000) if timestamp_ms is None else timestamp_ms
         parts[p].append((key, value, ts))
         return _Future()
