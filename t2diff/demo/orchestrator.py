@@ -185,7 +185,7 @@ class Demo:
         return False
 
     def start_stack(self, stack: Stack) -> None:
-        from t2diff.demo.replay import EventProducer, kuairand_events
+        from t2diff.demo.replay import EventProducer, timed_events
 
         self.stack = stack
         t = time.time()
@@ -198,9 +198,14 @@ class Demo:
             stack.start("features", t2diff_cmd("stream", "features", "--config", cfg))
         else:
             self.skipped.append("feature consumer (feature_store.consumer) not available: no Feast features")
-        warm = self.log_df[self.times < self.split.warm_end_ms]
+        from streaming.replay import kuairand_frame
+
+        self.events_df = kuairand_frame()  # time-ordered events of the whole slice, the streaming package's mapping
+        self.event_times = self.events_df["ts_ms"].to_numpy(np.int64)
+        # The warm days only need to build session features: their impressions (half the volume) stay out.
+        warm = self.events_df[(self.event_times < self.split.warm_end_ms) & (self.events_df["event_type"] != "impression")]
         n = 0
-        for ts, u, ev in tqdm(kuairand_events(warm), desc="warm-day events -> log", unit="ev", mininterval=2,
+        for ts, u, ev in tqdm(timed_events(warm), desc="warm-day events -> log", unit="ev", mininterval=2,
                               total=None, file=sys.stderr):
             self.producer.produce(ts, u, ev)
             n += 1
@@ -277,11 +282,11 @@ class Demo:
                                 index if self.trainer_ok else None)
 
     def replay(self) -> None:
-        from t2diff.demo.replay import kuairand_events
+        from t2diff.demo.replay import timed_events
 
         t = time.time()
-        rows = self.log_df[(self.times >= self.split.warm_end_ms) & (self.times < self.split.replay_end_ms)]
-        events = kuairand_events(rows)
+        rows = self.events_df[(self.event_times >= self.split.warm_end_ms) & (self.event_times < self.split.replay_end_ms)]
+        events = timed_events(rows)
         nxt = next(events, None)
         span_ms = self.split.replay_end_ms - self.split.warm_end_ms
         wall_span = 60.0 * self.s.replay_minutes

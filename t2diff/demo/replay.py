@@ -26,28 +26,13 @@ log = logging.getLogger(__name__)
 
 
 # --- events ------------------------------------------------------------------------------------------------
-def kuairand_events(rows: pd.DataFrame) -> Iterator[tuple[int, int, Any]]:
-    """(time_ms, user_id, Event) for each action a log row records, in row order: the impression, then the
-    click, play (with play time and duration), like and follow it carries. Idempotency keys derive from the row
-    position in the log, so a re-run of the replay is deduplicated downstream."""
-    from streaming.events import Event, EventType
+def timed_events(frame: pd.DataFrame) -> Iterator[tuple[int, int, Any]]:
+    """(time_ms, user_id, Event) over a slice of streaming.replay's event frame (its KuaiRand mapping: an
+    impression per row, click, play on long views, like, follow; content-derived idempotency keys)."""
+    from streaming.replay import frame_events
 
-    cols = ["user_id", "video_id", "time_ms", "is_click", "is_like", "is_follow", "play_time_ms", "duration_ms"]
-    for pos, u, it, t, click, like, follow, play, dur in zip(rows.index, *(rows[c].to_numpy() for c in cols)):
-        u, it, t = int(u), int(it), int(t)
-        base = f"kr:{pos}:"
-        kinds = [EventType.impression]
-        if click:
-            kinds.append(EventType.click)
-        if play > 0:
-            kinds.append(EventType.play)
-        if like:
-            kinds.append(EventType.like)
-        if follow:
-            kinds.append(EventType.follow)
-        for k in kinds:
-            extra = {"play_time_ms": int(play), "duration_ms": int(dur)} if k == EventType.play else {}
-            yield t, u, Event(user_id=u, item_id=it, event_type=k, ts_ms=t, idempotency_key=base + k.value, **extra)
+    for ev in frame_events(frame):
+        yield ev.ts_ms, ev.user_id, ev
 
 
 @dataclass
