@@ -190,16 +190,30 @@ def pipeline_dashboard() -> Dashboard:
         (quantile(0.5, N.STREAM_APPLY_LATENCY, "group"), "p50 {{group}}"),
         (quantile(0.99, N.STREAM_APPLY_LATENCY, "group"), "p99 {{group}}"),
     ], unit="s", w=8, description="Event produced to the log -> its session features written to the online store.")
-    d.panel("Event -> model version", [(f"max({N.TRAINER_MODEL_LAG})", "lag")], unit="s", w=8,
-            description="Age of the newest event a freshly published model version has trained on.")
-    d.panel("Model version -> index", [(f"max({N.INDEX_PUBLISH_LAG})", "lag")], unit="s", w=8,
-            description="Model version created -> its item vectors live behind the Milvus alias.")
-    d.panel("Consumer lag (records)", [(f"max by (topic, group) ({N.STREAM_CONSUMER_LAG})", "{{topic}} {{group}}")],
-            w=24)
+    d.panel("Event -> searchable in the index (p50 / p99)", [
+        (quantile(0.5, N.TRAINER_EVENT_TO_SEARCHABLE, "job"), "p50"),
+        (quantile(0.99, N.TRAINER_EVENT_TO_SEARCHABLE, "job"), "p99"),
+    ], unit="s", w=8, description="Event produced -> the model version trained on it is live behind the Milvus alias.")
+    d.panel("Model -> index (publish time p50 / p99)", [
+        (quantile(0.5, N.TRAINER_PUBLISH_SECONDS, "job"), "p50"),
+        (quantile(0.99, N.TRAINER_PUBLISH_SECONDS, "job"), "p99"),
+    ], unit="s", w=8, description="Registry version written -> item vectors upserted, indexed, alias switched.")
+    d.panel("Consumer lag (records)", [
+        (f"max by (topic, group) ({N.STREAM_CONSUMER_LAG})", "features {{group}}"),
+        (f"max({N.TRAINER_LAG})", "trainer"),
+    ], w=12)
+    d.panel("Published model version", [(f"max({N.TRAINER_VERSION})", "version")], kind="stat", w=12)
     d.row("Trainer")
-    d.panel("Trainer throughput (events / s)", [(f"sum(rate({N.TRAINER_EVENTS}[{W}]))", "events/s")], unit="ops")
-    d.panel("Prequential recall (test-then-train)", [(f"max({N.TRAINER_PREQ_RECALL})", "recall")],
-            unit="percentunit", description="Each new positive is scored by the current model before training on it.")
+    d.panel("Trainer throughput", [
+        (f"sum(rate({N.TRAINER_RECORDS}[{W}]))", "records/s"),
+        (f"sum(rate({N.TRAINER_SAMPLES}[{W}]))", "new samples trained/s"),
+    ], unit="ops")
+    d.panel("Prequential Recall@K (test-then-train)", [
+        (f'max by (k, model) ({N.TRAINER_PREQ_RECALL}{{scope="window"}})', "R@{{k}} {{model}} (window)"),
+        (f'max by (k, model) ({N.TRAINER_PREQ_RECALL}{{scope="cumulative"}})', "R@{{k}} {{model}} (cumulative)"),
+    ], unit="percentunit",
+        description="Each new positive is scored by the current model before training on it; `frozen` is the "
+                    "start model scored on the same events when compare_frozen is on.")
     d.row("Stream and dead letters")
     d.panel("Events produced / applied per second", [
         (f"sum by (topic) (rate({N.STREAM_PRODUCED}[{W}]))", "produced {{topic}}"),

@@ -27,12 +27,14 @@ STREAM_APPLIED = "t2diff_stream_events_applied_total"
 STREAM_CONSUMER_LAG = "t2diff_stream_consumer_lag"
 STREAM_APPLY_LATENCY = "t2diff_stream_apply_latency_seconds"  # histogram base: event produced -> features written
 
-# trainer/online (stream trainer, registry publishing, Milvus index)
-TRAINER_EVENTS = "t2diff_trainer_events_total"
-TRAINER_PREQ_RECALL = "t2diff_trainer_prequential_recall"
-TRAINER_MODEL_LAG = "t2diff_trainer_model_lag_seconds"  # newest event in a published version -> publish time
-INDEX_PUBLISH_LAG = "t2diff_index_publish_lag_seconds"  # model version created -> index alias switched
-
+# trainer/online/telemetry.py (stream trainer: prequential test-then-train, registry + Milvus publishing)
+TRAINER_RECORDS = "t2diff_trainer_records_total"  # event-log records consumed
+TRAINER_SAMPLES = "t2diff_trainer_samples_trained_total"  # new (non-replay) samples trained on
+TRAINER_PREQ_RECALL = "t2diff_trainer_prequential_recall"  # gauge, labels k, model (online|frozen), scope
+TRAINER_LAG = "t2diff_trainer_lag_records"  # records not yet committed by the trainer's group
+TRAINER_VERSION = "t2diff_trainer_published_version"
+TRAINER_PUBLISH_SECONDS = "t2diff_trainer_publish_seconds"  # histogram base: model -> registry + index live
+TRAINER_EVENT_TO_SEARCHABLE = "t2diff_trainer_event_to_searchable_seconds"  # histogram base: event -> in index
 
 def hist(base: str, part: str = "bucket") -> str:
     return f"{base}_{part}"

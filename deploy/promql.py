@@ -9,7 +9,10 @@ from dataclasses import dataclass, field
 KEYWORDS = {"and", "or", "unless", "bool", "offset", "by", "without", "on", "ignoring", "group_left",
             "group_right", "inf", "nan", "atan2", "start", "end"}
 # Labels every scraped series carries, or that the scrape config / ServiceMonitor attach.
-TARGET_LABELS = {"job", "instance", "namespace", "pod", "service", "container", "endpoint", "deployment"}
+# Not `deployment`: that one is a real label of the serving metrics and is checked like any other.
+TARGET_LABELS = {"job", "instance", "component", "release", "namespace", "pod", "service", "container", "endpoint"}
+# Series Prometheus itself writes for every target.
+BUILTIN_SERIES = {"up": set(), "scrape_duration_seconds": set(), "scrape_samples_scraped": set()}
 
 _STRING = re.compile(r'"(?:[^"\\]|\\.)*"|\'(?:[^\'\\]|\\.)*\'|`[^`]*`')
 _GROUPING = re.compile(r"\b(by|without|on|ignoring|group_left|group_right)\s*\(([^()]*)\)")
@@ -66,6 +69,7 @@ def check(expr: str, series: dict[str, set[str]]) -> list[str]:
     if not p.selectors:
         problems.append(f"selects no metric: {expr}")
     known_labels: set[str] = set(TARGET_LABELS)
+    series = {**BUILTIN_SERIES, **series}
     for s in p.selectors:
         if s.metric not in series:
             problems.append(f"metric {s.metric!r} is not defined in the code")

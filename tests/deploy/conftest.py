@@ -1,0 +1,34 @@
+"""Fixtures for deploy/ tests: the helm and promtool binaries that `make deploy-tools` installs into .venv/bin.
+
+Outside CI a missing tool skips the tests that need it (with the command that installs it); in CI (CI=true)
+it fails them, because `make install` must have provided it.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+
+def _tool(name: str) -> str:
+    venv = Path(sys.executable).parent / name
+    found = str(venv) if venv.exists() else shutil.which(name)
+    if found is None:
+        msg = f"{name} not installed: run `make deploy-tools`"
+        if os.environ.get("CI"):
+            pytest.fail(msg)
+        pytest.skip(msg)
+    return found
+
+
+@pytest.fixture(scope="session")
+def helm() -> str:
+    return _tool("helm")
+
+
+@pytest.fixture(scope="session")
+def promtool() -> str:
+    return _tool("promtool")

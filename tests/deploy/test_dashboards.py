@@ -1,0 +1,90 @@
+"""Grafana dashboards: committed JSON == generator output, sound layout, and every query reads metrics (and
+labels) that the code defines."""
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from deploy import dashboards
+from deploy.metrics_scan import exposed_series, scan_code
+from deploy.promql import check
+
+LABEL_VALUES = re.compile(r"label_values\(\s*([a-zA-Z_:][\w:]*)\s*,\s*(\w+)\s*\)")
+
+
+@pytest.fixture(scope="module")
+def series():
+    return exposed_series(scan_code())
+
+
+@pytest.fixture(scope="module")
+def committed():
+    return {p.name: json.loads(p.read_text()) for p in sorted(dashboards.OUT_DIR.glob("*.json"))}
+
+
+def test_committed_json_matches_generator():
+    generated = dashboards.render_all()
+    on_disk = {p.name: p.read_text() for p in dashboards.OUT_DIR.glob("*.json")}
+    assert set(on_disk) == set(generated), "run `python -m deploy.dashboards`"
+    for name, text in generated.items():
+        assert on_disk[name] == text, f"{name} is stale: run `python -m deploy.dashboards`"
+
+
+def test_check_mode_detects_a_stale_file(tmp_path):
+    assert dashboards.write(tmp_path) != []  # empty dir: all written
+    assert dashboards.write(tmp_path, check=True) == []
+    first = sorted(tmp_path.glob("*.json"))[0]
+    first.write_text(first.read_text().replace('"title"', '"titel"', 1))
+    assert dashboards.write(tmp_path, check=True) == [first.name]
+    assert dashboards.main(["--out", str(tmp_path), "--check"]) == 1
+
+
+def test_required_views_exist(committed):
+    titles = {d["uid"]: " | ".join(p["title"] for p in d["panels"]).lower() for d in committed.values()}
+    assert {"t2diff-ab", "t2diff-serving", "t2diff-pipeline"} == set(titles)
+    for needle in ("evr lift", "play-duration lift", "effective view rate", "play duration"):
+        assert needle in titles["t2diff-ab"], needle
+    for needle in ("p50 latency", "p99 latency"):
+        assert needle in titles["t2diff-serving"], needle
+    for needle in ("event -> feature", "event -> searchable", "model -> index", "trainer throughput",
+                   "prequential recall", "dead letters"):
+        assert needle in titles["t2diff-pipeline"], needle
+    serving_exprs = " ".join(t["expr"] for p in committed["t2diff-serving.json"]["panels"]
+                             for t in p.get("targets", []))
+    assert "histogram_quantile(0.99, sum by (le, deployment)" in serving_exprs
+
+
+def test_layout_and_structure(committed):
+    for name, d in committed.items():
+        assert d["templating"]["list"][0]["name"] == "datasource", name
+        ids = [p["id"] for p in d["panels"]]
+        assert len(ids) == len(set(ids)), f"{name}: duplicate panel ids"
+        cells: set[tuple[int, int]] = set()
+        for p in d["panels"]:
+            g = p["gridPos"]
+            assert 0 <= g["x"] and g["x"] + g["w"] <= 24, (name, p["title"])
+            cover = {(x, y) for x in range(g["x"], g["x"] + g["w"]) for y in range(g["y"], g["y"] + g["h"])}
+            assert not cover & cells, f"{name}: panel {p['title']!r} overlaps another"
+            cells |= cover
+            if p["type"] != "row":
+                assert p["targets"] and all(t["expr"].strip() for t in p["targets"]), (name, p["title"])
+                assert p["datasource"]["uid"] == "${datasource}"
+
+
+def test_every_query_uses_metrics_defined_in_code(committed, series):
+    problems = []
+    for name, d in committed.items():
+        for p in d["panels"]:
+            for t in p.get("targets", []):
+                problems += [f"{name} / {p['title']}: {x}" for x in check(t["expr"], series)]
+        for v in d["templating"]["list"]:
+            if v["type"] != "query":
+                continue
+            m = LABEL_VALUES.fullmatch(v["query"]["query"].strip())
+            assert m, f"{name}: variable {v['name']} is not label_values(metric, label)"
+            metric, label = m.groups()
+            if metric not in series or label not in series[metric]:
+                problems.append(f"{name}: variable {v['name']} reads {metric}{{{label}}}, not defined in code")
+    assert not problems, "\n".join(problems)
