@@ -12,6 +12,12 @@ from pathlib import Path
 
 import pytest
 
+# deploy/ is not an installed package (it ships no runtime code): import it from the checkout, however pytest
+# was started.
+REPO_ROOT = Path(__file__).resolve().parents[2]
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
+
 
 def _tool(name: str) -> str:
     venv = Path(sys.executable).parent / name
