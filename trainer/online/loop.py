@@ -1,0 +1,388 @@
+"""The stream trainer: poll -> decode -> samples -> prequential scoring -> train (+ replay) -> checkpoint ->
+commit -> publish.
+
+Exactly-once training across crashes: the checkpoint (``<work_dir>/state.pt``) holds the model, optimizer,
+catalogue, user histories, replay buffer (with its RNG), recent idempotency keys, prequential sums, the
+score-log length and the consumed offsets (next offset per partition). It is written to a temp file, fsynced
+and renamed; only then are the offsets committed to the consumer group. On start, if a checkpoint exists the
+consumer is *seeked* to its offsets (not to the group's commit, which may lag it by one crash) and the score
+log is cut back to its recorded length -- so an event whose effects were lost is replayed, and an event whose
+effects were kept is not read again.
+"""
+from __future__ import annotations
+
+import copy
+import logging
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from streaming.deadletter import DeadLetterSink
+from streaming.events import EventError, decode
+from streaming.log import EventLog, open_event_log
+from streaming.settings import StreamSettings
+from t2diff.data import Catalog
+from t2diff.index import IndexSettings, ItemIndex
+from t2diff.model import ModelConfig, build_model, load_checkpoint, save_checkpoint
+from t2diff.registry import ModelRegistry, RegistrySettings
+from trainer.metrics import ranks_from_scores
+from trainer.online import telemetry
+from trainer.online.growth import add_cold_items, cold_tag_lookup
+from trainer.online.prequential import Prequential
+from trainer.online.publish import Publisher
+from trainer.online.settings import OnlineTrainerSettings
+from trainer.online.state import RecentKeys, ReplayBuffer, UserHistories
+
+log = logging.getLogger(__name__)
+
+STATE_FILE = "state.pt"
+FROZEN_FILE = "frozen.pt"
+SCORE_LOG = "prequential.jsonl"
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def scratch_model(s: OnlineTrainerSettings) -> tuple[torch.nn.Module, Catalog]:
+    """Untrained model over the data set's catalogue (KuaiRand: every video with features)."""
+    from t2diff.data import load_kuairand, load_dataset
+
+    if s.dataset in ("kuairand", "kuairand-pure"):
+        _, catalog = load_kuairand(catalog_scope="all")
+    else:
+        _, catalog = load_dataset(s.dataset)
+    cfg = ModelConfig(arch=s.arch, num_items=catalog.num_items, num_tags=catalog.num_tags,
+                      max_tags=catalog.max_tags, **s.model)
+    torch.manual_seed(s.seed)
+    return build_model(cfg, torch.from_numpy(catalog.tags)), catalog
+
+
+class StreamTrainer:
+    def __init__(self, settings: OnlineTrainerSettings | None = None, stream: StreamSettings | None = None,
+                 registry: RegistrySettings | None = None, index: IndexSettings | None = None,
+                 event_log: EventLog | None = None, init: tuple[torch.nn.Module, Catalog] | None = None) -> None:
+        self.s = s = settings or OnlineTrainerSettings()
+        self.stream = stream or StreamSettings()
+        self.work = s.resolved_work_dir()
+        self.work.mkdir(parents=True, exist_ok=True)
+        self.device = pick_device(s.device)
+        if s.threads:
+            torch.set_num_threads(s.threads)
+        self._own_log = event_log is None
+        self.event_log = event_log or open_event_log(self.stream)
+        self.consumer = self.event_log.consumer(self.stream.topic, s.group)
+        self.dlq = DeadLetterSink(self.event_log, self.stream.dead_letter_topic, stage="trainer")
+        self.positive = set(s.positive_types)
+        self.tags = cold_tag_lookup(s.cold_tags)
+        self.registry = ModelRegistry(settings=registry or RegistrySettings())
+        self.index = ItemIndex(settings=index or IndexSettings()) if s.publish_index else None
+        self.publisher = Publisher(self.registry, self.index)
+        self.preq = Prequential(s.eval_ks, s.window, self.work / SCORE_LOG if s.score_log else None,
+                                frozen=s.compare_frozen)
+        self.stats: dict[str, Any] = {"records": 0, "samples": 0, "steps": 0, "dead_letters": 0, "cold_items": 0,
+                                      "resumes": 0, "max_event_ts_ms": 0, "published": 0}
+        self.offsets: dict[int, int] = {}
+        self._stop = False
+        self._pending_fresh: list[int] = []  # produce ts (ms) of positives not yet in a published version
+        self._since_ckpt = self._since_pub = 0
+        self._t_ckpt = self._t_pub = time.time()
+        if (self.work / STATE_FILE).exists():
+            self._resume()
+        else:
+            self._fresh(init)
+        telemetry.CATALOG.set(self.catalog.num_items)
+
+    # ------------------------------------------------------------------ start / resume
+    def _setup(self, model: torch.nn.Module, catalog: Catalog) -> None:
+        self.model = model.to(self.device).train()
+        self.catalog = catalog
+        self.opt = torch.optim.Adam(self.model.parameters(), lr=self.s.lr)
+        L = self.model.cfg.seq_len
+        self.hist = UserHistories(L)
+        self.replay = ReplayBuffer(self.s.replay_capacity, L, seed=self.s.seed)
+        self.keys = RecentKeys(self.s.dedup_window)
+
+    def _fresh(self, init: tuple[torch.nn.Module, Catalog] | None) -> None:
+        if init is not None:
+            model, catalog = init
+            src = "given model"
+        elif self.s.init_checkpoint:
+            model, extra = load_checkpoint(self.s.init_checkpoint, map_location="cpu")
+            if "catalog" not in extra:
+                raise ValueError(f"{self.s.init_checkpoint} has no extra['catalog']; cannot map raw item ids")
+            catalog = Catalog.from_dict(extra["catalog"])
+            src = self.s.init_checkpoint
+        else:
+            model, catalog = scratch_model(self.s)
+            src = "scratch"
+        self._setup(model, catalog)
+        self.frozen = None
+        if self.s.compare_frozen:
+            save_checkpoint(self.work / FROZEN_FILE, self.model)
+            self.frozen = copy.deepcopy(self.model).eval()
+        self.preq.truncate(0)
+        self.offsets = dict(self.consumer.position())
+        log.info("stream trainer: fresh start from %s (%d items, arch %s) on %s, offsets %s", src,
+                 catalog.num_items, self.model.cfg.arch, self.device, self.offsets)
+
+    def _resume(self) -> None:
+        model, extra = load_checkpoint(self.work / STATE_FILE, map_location="cpu")
+        self._setup(model, Catalog.from_dict(extra["catalog"]))
+        self.opt.load_state_dict(extra["optimizer"])
+        self.hist.load_state_dict(extra["histories"])
+        self.replay.load_state_dict(extra["replay"])
+        self.keys.load_state_dict(extra["keys"])
+        self.preq.load_state_dict(extra["prequential"])
+        self.preq.truncate(int(extra["score_log_bytes"]))
+        self.stats.update(extra["stats"])
+        self.stats["resumes"] += 1
+        self.offsets = {int(p): int(o) for p, o in extra["offsets"].items()}
+        for p, o in self.offsets.items():
+            self.consumer.seek(p, o)
+        self.frozen = None
+        if self.s.compare_frozen:
+            self.frozen, _ = load_checkpoint(self.work / FROZEN_FILE, map_location=self.device)
+        log.info("stream trainer: resumed from %s at offsets %s (%d records, %d samples trained so far)",
+                 self.work / STATE_FILE, self.offsets, self.stats["records"], self.stats["samples"])
+
+    # ------------------------------------------------------------------ checkpoint / publish
+    def checkpoint(self) -> None:
+        """Durable state, then commit offsets (never the other way round)."""
+        t0 = time.perf_counter()
+        self.event_log.flush()  # dead letters produced so far are durable before their offsets are committed
+        score_bytes = self.preq.sync()
+        tmp = self.work / (STATE_FILE + ".next")
+        save_checkpoint(tmp, self.model, catalog=self.catalog.to_dict(), optimizer=self.opt.state_dict(),
+                        offsets=dict(self.offsets), histories=self.hist.state_dict(),
+                        replay=self.replay.state_dict(), keys=self.keys.state_dict(),
+                        prequential=self.preq.state_dict(), score_log_bytes=score_bytes, stats=dict(self.stats),
+                        settings=self.s.model_dump(mode="json"))
+        _fsync(tmp)
+        os.replace(tmp, self.work / STATE_FILE)
+        _fsync(self.work)
+        if self.offsets:
+            self.consumer.commit(dict(self.offsets))
+        self._since_ckpt, self._t_ckpt = 0, time.time()
+        telemetry.CHECKPOINT_S.observe(time.perf_counter() - t0)
+        telemetry.LAG.set(self.consumer.lag())
+        log.debug("checkpoint at offsets %s in %.2fs", self.offsets, time.perf_counter() - t0)
+
+    def publish(self, wait: bool = False) -> bool:
+        ok = self.publisher.submit(
+            self.model, self.catalog, extra={"stream_stats": dict(self.stats)}, metrics=self.preq.summary(),
+            offsets=self.offsets, produce_ts_ms=np.asarray(self._pending_fresh, dtype=np.int64),
+            max_event_ts_ms=self.stats["max_event_ts_ms"], records=self.stats["records"],
+            samples=self.stats["samples"], source="online")
+        if ok:
+            self._pending_fresh = []
+            self._since_pub, self._t_pub = 0, time.time()
+            self.stats["published"] += 1
+        if wait:
+            self.publisher.wait()
+            self.publisher.raise_if_failed()
+        return ok
+
+    # ------------------------------------------------------------------ one batch of records
+    def process(self, records: list) -> int:
+        """Apply one poll's records; returns the number of new samples trained."""
+        pos: list[tuple[Any, Any]] = []
+        for r in records:
+            self.offsets[r.partition] = r.offset + 1
+            try:
+                ev = decode(r.value, max_future_ms=self.stream.max_future_ms)
+            except EventError as e:
+                self.dlq.send(r.value, e.reason, e.detail, record=r)
+                self.stats["dead_letters"] += 1
+                continue
+            if self.keys.seen(ev.idempotency_key):
+                self.dlq.send(r.value, "duplicate", f"idempotency_key {ev.idempotency_key}", record=r)
+                self.stats["dead_letters"] += 1
+                continue
+            if ev.event_type.value in self.positive:
+                pos.append((r, ev))
+        self.stats["records"] += len(records)
+        telemetry.RECORDS.inc(len(records))
+        if not pos:
+            return 0
+        cold = [ev.item_id for _, ev in pos if ev.item_id not in self.catalog]
+        if cold:
+            new, self.opt = add_cold_items(self.model, self.catalog, self.opt, cold, self.tags)
+            if self.frozen is not None:  # the frozen baseline scores cold items by their side features too
+                self.frozen.add_items(torch.from_numpy(self.catalog.tags[new]))
+                self.frozen.to(self.device)
+            self.stats["cold_items"] += len(new)
+            telemetry.COLD_ITEMS.inc(len(new))
+            telemetry.CATALOG.set(self.catalog.num_items)
+            self.model.to(self.device)
+
+        L = self.hist.seq_len
+        hist = np.zeros((len(pos), L), dtype=np.int64)  # (B, L) left-padded, most recent last
+        hts = np.zeros((len(pos), L), dtype=np.int64)
+        target = np.zeros(len(pos), dtype=np.int64)
+        tts = np.zeros(len(pos), dtype=np.int64)
+        meta: list[dict[str, Any]] = []
+        b = 0
+        for r, ev in pos:
+            idx = self.catalog.index(ev.item_id)
+            items, ts = self.hist.window(ev.user_id)
+            if len(items) >= self.s.min_history:
+                n = len(items)
+                if n:
+                    hist[b, L - n:], hts[b, L - n:] = items, ts
+                target[b], tts[b] = idx, ev.ts_ms
+                meta.append({"p": r.partition, "o": r.offset, "u": ev.user_id, "i": ev.item_id, "ts": ev.ts_ms,
+                             "step": self.stats["steps"]})
+                self._pending_fresh.append(r.timestamp_ms)
+                b += 1
+            self.hist.append(ev.user_id, idx, ev.ts_ms)
+            if ev.ts_ms > self.stats["max_event_ts_ms"]:
+                self.stats["max_event_ts_ms"] = ev.ts_ms
+        if b == 0:
+            return 0
+        hist, hts, target, tts = hist[:b], hts[:b], target[:b], tts[:b]
+        if self.s.prequential:
+            ranks = self.rank(self.model, hist, hts, target, tts)
+            fr = self.rank(self.frozen, hist, hts, target, tts) if self.frozen is not None else None
+            self.preq.add(meta, ranks, fr)
+        self.train(hist, hts, target, tts)
+        self.replay.add(hist, hts, target, tts)
+        self.stats["samples"] += b
+        telemetry.SAMPLES.inc(b)
+        self._since_ckpt += b
+        self._since_pub += b
+        return b
+
+    @torch.no_grad()
+    def rank(self, model: torch.nn.Module, hist: np.ndarray, hts: np.ndarray, target: np.ndarray,
+             tts: np.ndarray, chunk: int = 4096) -> np.ndarray:
+        """Full-catalogue rank of each target under ``model`` (before any training on these samples)."""
+        was = model.training
+        model.eval()
+        dev = self.device
+        e_i = model.encode_items()  # (N+1, D)
+        gen = torch.Generator(device=dev).manual_seed(self.s.seed + self.stats["steps"])
+        out = []
+        for s in range(0, len(target), chunk):
+            h = torch.from_numpy(hist[s:s + chunk]).to(dev)
+            e_u = model.encode_users(h, torch.from_numpy(hts[s:s + chunk]).to(dev),
+                                     now_ts=torch.from_numpy(tts[s:s + chunk]).to(dev), generator=gen,
+                                     num_steps=self.s.eval_num_steps)  # (B, D)
+            t = torch.from_numpy(target[s:s + chunk]).to(dev)
+            out.append(ranks_from_scores(e_u @ e_i.T, t).cpu().numpy())
+        model.train(was)
+        return np.concatenate(out)
+
+    def train(self, hist: np.ndarray, hts: np.ndarray, target: np.ndarray, tts: np.ndarray) -> None:
+        bs = self.s.batch_size
+        for s in range(0, len(target), bs):
+            parts = [{"hist": hist[s:s + bs], "hist_ts": hts[s:s + bs], "target": target[s:s + bs],
+                      "target_ts": tts[s:s + bs]}]
+            rep = self.replay.sample(int(round(len(parts[0]["target"]) * self.s.replay_ratio)))
+            if rep is not None:
+                parts.append(rep)
+            batch = {k: torch.from_numpy(np.concatenate([p[k] for p in parts])).to(self.device, non_blocking=True)
+                     for k in parts[0]}
+            loss, m = self.model(batch)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"non-finite loss at step {self.stats['steps']}: {m}")
+            self.opt.zero_grad(set_to_none=True)
+            loss.backward()
+            for p in self.model.parameters():  # per-variable clip_by_norm, as the official code
+                if p.grad is not None:
+                    n = p.grad.norm()
+                    p.grad.mul_(torch.clamp(self.s.clip_norm / (n + 1e-6), max=1.0))
+            self.opt.step()
+            self.stats["steps"] += 1
+            telemetry.STEPS.inc()
+            self._last_loss = m.get("loss", float("nan"))
+        telemetry.LOSS.set(getattr(self, "_last_loss", float("nan")))
+
+    # ------------------------------------------------------------------ main loop
+    def stop(self, *_: Any) -> None:
+        self._stop = True
+
+    def run(self) -> dict[str, Any]:
+        s = self.s
+        if s.metrics_port:
+            from prometheus_client import start_http_server
+
+            start_http_server(s.metrics_port)
+        prev = {sig: signal.signal(sig, self.stop) for sig in (signal.SIGTERM, signal.SIGINT)} \
+            if _main_thread() else {}
+        t_start = t_log = time.time()
+        rec_at_log = self.stats["records"]
+        rec_start = self.stats["records"]
+        last_data = time.time()
+        try:
+            while not self._stop:
+                if s.max_events is not None and self.stats["records"] >= s.max_events:
+                    break
+                limit = s.poll_max if s.max_events is None else min(s.poll_max, s.max_events - self.stats["records"])
+                recs = self.consumer.poll(limit, s.poll_timeout_s)
+                now = time.time()
+                if recs:
+                    last_data = now
+                    self.process(recs)
+                elif s.idle_exit_s is not None and now - last_data >= s.idle_exit_s:
+                    break
+                if self._since_ckpt and (self._since_ckpt >= s.checkpoint_every_events
+                                         or now - self._t_ckpt >= s.checkpoint_every_s):
+                    self.checkpoint()
+                if self._since_pub and ((s.publish_every_events and self._since_pub >= s.publish_every_events)
+                                        or now - self._t_pub >= s.publish_every_s):
+                    self.publish()
+                if now - t_log >= s.log_every_s:
+                    rate = (self.stats["records"] - rec_at_log) / (now - t_log)
+                    telemetry.THROUGHPUT.set(rate)
+                    cum = self.preq.online.cumulative()
+                    log.info("%d records (%.0f/s), %d samples, %d steps, loss %.3f, prequential R@20 %.4f "
+                             "(window %.4f), catalogue %d", self.stats["records"], rate, self.stats["samples"],
+                             self.stats["steps"], getattr(self, "_last_loss", float("nan")),
+                             cum.get("recall@20", float("nan")),
+                             self.preq.online.windowed().get("recall@20", float("nan")), self.catalog.num_items)
+                    t_log, rec_at_log = now, self.stats["records"]
+            if self._since_ckpt or self.stats["records"] > rec_start:
+                self.checkpoint()
+            if s.publish_on_exit and self._since_pub:
+                self.publisher.wait()
+                self.publish(wait=True)
+            self.publisher.wait()
+            self.publisher.raise_if_failed()
+        finally:
+            for sig, h in prev.items():
+                signal.signal(sig, h)
+        wall = time.time() - t_start
+        return {"records": self.stats["records"] - rec_start, "wall_s": wall,
+                "records_per_s": (self.stats["records"] - rec_start) / max(wall, 1e-9), "stats": dict(self.stats),
+                "prequential": self.preq.summary(), "publishes": list(self.publisher.history)}
+
+    def close(self) -> None:
+        self.publisher.wait()
+        self.preq.close()
+        self.consumer.close()
+        if self.index is not None:
+            self.index.close()
+        if self._own_log:
+            self.event_log.close()
+
+
+def _main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
