@@ -175,6 +175,12 @@ def test_persistence_modes(helm):
     assert "PersistentVolumeClaim" not in k
     vols = k["Deployment"]["rec-t2diff-serving"]["spec"]["template"]["spec"]["volumes"]
     assert {"name": "runs", "persistentVolumeClaim": {"claimName": "shared"}} in vols
+    docs = chart.render(set_args=["datasets.existingClaim=shared-data"], helm=helm)
+    assert chart.validate(docs) == []
+    for name, tpl in _pod_specs(docs):
+        c = tpl["spec"]["containers"][0]
+        assert {"name": "datasets", "mountPath": "/data", "readOnly": True} in c["volumeMounts"], name
+        assert {"name": "T2DIFF_DATA_DIR", "value": "/data"} in c["env"], name
 
 
 def test_default_config_validates(default_docs, tmp_path):

@@ -104,6 +104,8 @@ app.kubernetes.io/component: {{ index . 1 }}
   value: {{ include "t2diff.configPath" $root | quote }}
 - name: T2DIFF_RUNS_DIR
   value: {{ $root.Values.persistence.mountPath | quote }}
+- name: T2DIFF_DATA_DIR
+  value: {{ $root.Values.datasets.mountPath | quote }}
 - name: POD_NAME
   valueFrom:
     fieldRef:
@@ -130,6 +132,11 @@ app.kubernetes.io/component: {{ index . 1 }}
   mountPath: {{ .Values.persistence.mountPath }}
 - name: tmp
   mountPath: /tmp
+{{- if .Values.datasets.existingClaim }}
+- name: datasets
+  mountPath: {{ .Values.datasets.mountPath }}
+  readOnly: true
+{{- end }}
 {{- end -}}
 
 {{- define "t2diff.volumes" -}}
@@ -145,6 +152,12 @@ app.kubernetes.io/component: {{ index . 1 }}
 {{- end }}
 - name: tmp
   emptyDir: {}
+{{- if .Values.datasets.existingClaim }}
+- name: datasets
+  persistentVolumeClaim:
+    claimName: {{ .Values.datasets.existingClaim }}
+    readOnly: true
+{{- end }}
 {{- end -}}
 
 {{/* Pod annotations: roll the pods when config.yaml changes. */}}
