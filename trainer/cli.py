@@ -77,7 +77,13 @@ def _cmd_bench_offline(args: argparse.Namespace) -> int:
     if args.max_train_samples is not None:
         overrides["max_train_samples"] = args.max_train_samples
     jobs = args.jobs or default_jobs(args.device)
-    results = run_grid(specs, args.out, jobs=jobs, device=args.device, threads=args.threads, overrides=overrides)
+    if args.report_only:
+        from trainer.experiments import load_results
+
+        results = load_results(Path(args.out) / "results.jsonl")
+    else:
+        results = run_grid(specs, args.out, jobs=jobs, device=args.device, threads=args.threads, overrides=overrides,
+                           deadline_s=args.deadline_s)
     import torch
 
     dev = torch.cuda.get_device_name(0) if torch.cuda.is_available() and args.device != "cpu" else "CPU"
@@ -136,6 +142,8 @@ def register(groups) -> None:
     b.add_argument("--max-epochs", type=int, default=None)
     b.add_argument("--max-train-samples", type=int, default=None)
     b.add_argument("--no-table1", action="store_true")
+    b.add_argument("--deadline-s", type=float, default=None, help="kill unfinished runs after this many seconds")
+    b.add_argument("--report-only", action="store_true", help="only rebuild offline.md / the plot from results.jsonl")
     b.set_defaults(func=_cmd_bench_offline)
 
 

@@ -14,6 +14,7 @@ import os
 import time
 from collections import defaultdict
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import TimeoutError as FuturesTimeout
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,7 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
-TABLE2_ARCHS = ["sasrec", "gru4rec", "mixed_attention", "t2diff_no_dp", "t2diff"]
+TABLE2_ARCHS = ["t2diff", "t2diff_no_dp", "mixed_attention", "sasrec", "gru4rec"]  # slowest first
 
 
 @dataclass
@@ -45,13 +46,13 @@ def grid(suites: list[str], seeds: list[int], large_edim: int = 64, l_epochs: in
     """The runs behind each table. Suite names: table2, table2_large, table3, table4, kuairand, protocol_l,
     users1-2999, smoke (tiny, for tests)."""
     out: list[RunSpec] = []
-    for s in seeds:
-        for suite in suites:
+    for suite in suites:  # suites in the order given (priority), seeds inside: a deadline cuts the tail
+        for s in seeds:
             if suite == "table2":
                 out += [RunSpec("table2", a, "ml-1m", a, seed=s) for a in TABLE2_ARCHS]
             elif suite == "table2_large":
                 out += [RunSpec(f"table2_e{large_edim}", a, "ml-1m", a, seed=s, model={"edim": large_edim})
-                        for a in ("sasrec", "gru4rec", "mixed_attention", "t2diff")]
+                        for a in ("t2diff", "mixed_attention", "sasrec", "gru4rec")]
             elif suite == "table3":
                 out += [RunSpec("table3", f"beta {sch}", "ml-1m", "t2diff", seed=s, model={"schedule": sch})
                         for sch in ("linear", "log")]
@@ -61,10 +62,10 @@ def grid(suites: list[str], seeds: list[int], large_edim: int = 64, l_epochs: in
             elif suite == "kuairand":
                 out += [RunSpec("kuairand", a, "kuairand", a, seed=s) for a in TABLE2_ARCHS]
             elif suite == "users1-2999":
-                out += [RunSpec("users1-2999", a, "ml-1m-users1-2999", a, seed=s) for a in ("sasrec", "t2diff")]
+                out += [RunSpec("users1-2999", a, "ml-1m-users1-2999", a, seed=s) for a in ("t2diff", "sasrec")]
             elif suite == "protocol_l":
                 out += [RunSpec("protocol_l", a, "ml-1m", a, "L", seed=s,
-                                train={"max_epochs": l_epochs, "patience": 5}) for a in ("sasrec", "gru4rec", "t2diff")]
+                                train={"max_epochs": l_epochs, "patience": 5}) for a in ("t2diff", "sasrec", "gru4rec")]
             elif suite == "smoke":
                 out += [RunSpec("smoke", a, "ml-1m", a, seed=s, train={"max_epochs": 2, "patience": 1})
                         for a in ("sasrec", "gru4rec")]
@@ -76,7 +77,8 @@ def grid(suites: list[str], seeds: list[int], large_edim: int = 64, l_epochs: in
 def _run_one(spec: dict[str, Any], device: str, threads: int, overrides: dict[str, Any]) -> dict[str, Any]:
     """Worker entry (separate process): configure logging, train, return a compact result."""
     if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.INFO, format=f"%(asctime)s {spec['label']}/s{spec['seed']} %(message)s")
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s pid%(process)d %(message)s")
+    log.info("start %s/%s %s %s seed %d", spec["group"], spec["label"], spec["dataset"], spec["protocol"], spec["seed"])
     from trainer.offline import OfflineConfig, train
 
     cfg = OfflineConfig(dataset=spec["dataset"], arch=spec["arch"], protocol=spec["protocol"], seed=spec["seed"],
@@ -87,7 +89,9 @@ def _run_one(spec: dict[str, Any], device: str, threads: int, overrides: dict[st
 
 
 def run_grid(specs: list[RunSpec], out_dir: str | Path, jobs: int = 1, device: str = "auto", threads: int = 1,
-             overrides: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+             overrides: dict[str, Any] | None = None, deadline_s: float | None = None) -> list[dict[str, Any]]:
+    """Run the specs not yet in results.jsonl. ``deadline_s``: stop starting runs and kill unfinished ones after
+    this many seconds, so a time-limited box still returns every finished run (parallel mode only)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     res_path = out_dir / "results.jsonl"
@@ -113,14 +117,26 @@ def run_grid(specs: list[RunSpec], out_dir: str | Path, jobs: int = 1, device: s
             record(n, s, lambda s=s: _run_one(asdict(s), device, threads, overrides or {}))
         return load_results(res_path)
     ctx = mp.get_context("spawn")  # CUDA cannot be forked
-    with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
-        futs = {pool.submit(_run_one, asdict(s), device, threads, overrides or {}): s for s in todo}
-        for n, fut in enumerate(as_completed(futs), 1):
+    pool = ProcessPoolExecutor(max_workers=jobs, mp_context=ctx)
+    futs = {pool.submit(_run_one, asdict(s), device, threads, overrides or {}): s for s in todo}
+    try:
+        left = None if deadline_s is None else max(1.0, deadline_s - (time.time() - t0))
+        for n, fut in enumerate(as_completed(futs, timeout=left), 1):
             record(n, futs[fut], fut.result)
+    except FuturesTimeout:
+        unfinished = [s.run_id for f, s in futs.items() if not f.done()]
+        log.warning("deadline of %.0fs reached: %d runs not finished (%s ...)", deadline_s, len(unfinished),
+                    ", ".join(unfinished[:3]))
+        for proc in list(getattr(pool, "_processes", {}).values()):  # workers of this pool only
+            proc.terminate()
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
     return load_results(res_path)
 
 
 def load_results(path: str | Path) -> list[dict[str, Any]]:
+    if not Path(path).exists():
+        return []
     return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
 
 
@@ -170,7 +186,7 @@ def report(results: list[dict[str, Any]], out_dir: str | Path, header: str = "")
     md = [header] if header else []
     for g, labels in groups.items():
         metrics = sorted({k for lab in labels for k in rows[(g, lab)] if "@" in k},
-                         key=lambda k: (k.split("@")[0], int(k.split("@")[1])))
+                         key=lambda k: (["recall", "mrr", "ndcg"].index(k.split("@")[0]), int(k.split("@")[1])))
         md += [f"\n### {g} ({rows[(g, labels[0])].get('dataset', '?')}, test split, mean ± std over seeds)\n",
                "| model | seeds | " + " | ".join(metrics) + " | best epoch | infer ms/user | wall s |",
                "|---" * (len(metrics) + 5) + "|"]
