@@ -61,9 +61,19 @@ def rebuild_optimizer(opt: torch.optim.Optimizer, model: torch.nn.Module,
     return new
 
 
+def grow_seeded(model: torch.nn.Module, rows: np.ndarray, seed: int) -> np.ndarray:
+    """``model.add_items(rows)`` with the new ID rows drawn from ``seed``: a resumed run and a frozen copy
+    of the model get the very same rows."""
+    dev = next(model.parameters()).device
+    with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
+        torch.manual_seed(seed)
+        return model.add_items(torch.from_numpy(rows)).cpu().numpy()
+
+
 def add_cold_items(model: torch.nn.Module, catalog: Catalog, opt: torch.optim.Optimizer, raw_ids: list[int],
-                   tags: dict[int, list[int]]) -> tuple[np.ndarray, torch.optim.Optimizer]:
-    """Append ``raw_ids`` (not yet in ``catalog``) to model and catalogue; returns (new indices, optimizer)."""
+                   tags: dict[int, list[int]], seed: int = 0) -> tuple[np.ndarray, torch.optim.Optimizer]:
+    """Append ``raw_ids`` (not yet in ``catalog``) to model and catalogue; returns (new indices, optimizer).
+    New ID rows are drawn from ``seed + catalog size`` (see grow_seeded)."""
     raw_ids = [int(r) for r in dict.fromkeys(raw_ids) if int(r) not in catalog]
     if not raw_ids:
         return np.zeros(0, dtype=np.int64), opt
@@ -73,7 +83,7 @@ def add_cold_items(model: torch.nn.Module, catalog: Catalog, opt: torch.optim.Op
         t = [x for x in tags.get(r, []) if 0 < x <= nt][:T]
         rows[i, : len(t)] = t
     before = dict(model.named_parameters())
-    new_idx = model.add_items(torch.from_numpy(rows)).cpu().numpy()
+    new_idx = grow_seeded(model, rows, seed + catalog.num_items)
     cat_idx = np.array([catalog.add(r, rows[i].tolist()) for i, r in enumerate(raw_ids)], dtype=np.int64)
     if not np.array_equal(new_idx, cat_idx):
         raise RuntimeError(f"model and catalogue disagree on new item indices: {new_idx[:5]} vs {cat_idx[:5]}")

@@ -32,7 +32,7 @@ from t2diff.model import ModelConfig, build_model, load_checkpoint, save_checkpo
 from t2diff.registry import ModelRegistry, RegistrySettings
 from trainer.metrics import ranks_from_scores
 from trainer.online import telemetry
-from trainer.online.growth import add_cold_items, cold_tag_lookup
+from trainer.online.growth import add_cold_items, cold_tag_lookup, grow_seeded
 from trainer.online.prequential import Prequential
 from trainer.online.publish import Publisher
 from trainer.online.settings import OnlineTrainerSettings
@@ -222,10 +222,10 @@ class StreamTrainer:
             return 0
         cold = [ev.item_id for _, ev in pos if ev.item_id not in self.catalog]
         if cold:
-            new, self.opt = add_cold_items(self.model, self.catalog, self.opt, cold, self.tags)
+            n0 = self.catalog.num_items
+            new, self.opt = add_cold_items(self.model, self.catalog, self.opt, cold, self.tags, seed=self.s.seed)
             if self.frozen is not None:  # the frozen baseline scores cold items by their side features too
-                self.frozen.add_items(torch.from_numpy(self.catalog.tags[new]))
-                self.frozen.to(self.device)
+                grow_seeded(self.frozen, self.catalog.tags[new], self.s.seed + n0)
             self.stats["cold_items"] += len(new)
             telemetry.COLD_ITEMS.inc(len(new))
             telemetry.CATALOG.set(self.catalog.num_items)
