@@ -229,7 +229,6 @@ class StreamTrainer:
             self.stats["cold_items"] += len(new)
             telemetry.COLD_ITEMS.inc(len(new))
             telemetry.CATALOG.set(self.catalog.num_items)
-            self.model.to(self.device)
 
         L = self.hist.seq_len
         hist = np.zeros((len(pos), L), dtype=np.int64)  # (B, L) left-padded, most recent last
