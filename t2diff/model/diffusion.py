@@ -11,7 +11,8 @@ Stop-gradient: both the sequence and the target embeddings enter detached, and x
 as in the official code, so L_KL trains the U-Net only and never the item embedding table.
 
 Padding: positions whose drift is not defined (a padded item, or a padded successor) are zeroed in z_t at
-every step and excluded from L_KL, so what sits under the mask never reaches the U-Net.
+every step and excluded from L_KL, so what sits under the mask never reaches the U-Net. The U-Net needs a
+length divisible by 2^(levels-1): the sequence is left-padded with more zero "padding items" (50 -> 56).
 
 ``drift_preparation=False`` is the "w/o DP" ablation: z0 is the shifted sequence X[2:n+1] itself (the item
 embeddings are diffused directly) and x̂_{n+1} = ẑ0[-1].
@@ -22,6 +23,7 @@ As in the official code, at training time x̂_{n+1} is reconstructed from a nois
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from t2diff.model.config import ModelConfig
@@ -60,6 +62,14 @@ class DriftDiffusion(nn.Module):
         """Opt-in torch.compile of the U-Net call (eager by default)."""
         self.denoiser = torch.compile(self.unet, **kwargs)
 
+    def _pad(self, *ts: torch.Tensor) -> list[torch.Tensor]:
+        """Left zero-pad (B, L, ...) tensors along dim 1 to the U-Net's length."""
+        L = ts[0].shape[1]
+        P = self.unet.padded_length(L) - L
+        if not P:
+            return list(ts)
+        return [F.pad(t, (0, 0) * (t.dim() - 2) + (P, 0)) for t in ts]
+
     def training_loss(self, x: torch.Tensor, x_next: torch.Tensor, mask: torch.Tensor,
                       generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Alg. 1. x (B, L, D), x_next (B, D), mask (B, L) bool -> (L_KL scalar, x̂_{n+1} (B, D) detached)."""
@@ -67,6 +77,7 @@ class DriftDiffusion(nn.Module):
         B = x.shape[0]
         m = drift_mask(mask).unsqueeze(-1).to(x.dtype)  # (B, L, 1)
         z0 = prepare_drift(x, x_next, self.drift) * m
+        x, m, z0 = self._pad(x, m, z0)  # (B, L', ...)
         t = torch.randint(0, self.schedule.num_train_timesteps, (B,), device=x.device, generator=generator)
         noise = torch.randn(z0.shape, device=x.device, dtype=x.dtype, generator=generator)
         z_t = self.schedule.add_noise(z0, noise, t) * m
@@ -90,6 +101,8 @@ class DriftDiffusion(nn.Module):
         n = num_steps or self.schedule.num_inference_steps
         tab = self.schedule.step_coefficients(n)
         m = drift_mask(mask).unsqueeze(-1).to(x.dtype)  # (B, L, 1)
+        x_last = x[:, -1]
+        x, m = self._pad(x, m)  # (B, L', ...)
         noise = torch.randn((n + 1,) + tuple(x.shape), device=x.device, dtype=x.dtype, generator=generator)
         z = noise[0] * m
         ts, c0, ct, sg = tab["timesteps"], tab["coef_x0"], tab["coef_xt"], tab["sigma"]
@@ -99,4 +112,4 @@ class DriftDiffusion(nn.Module):
                 z = z0_hat  # t = 0: the posterior collapses to x̂0 (coef_x0 = 1, coef_xt = sigma = 0)
             else:
                 z = (c0[i] * z0_hat + ct[i] * z + sg[i] * noise[i + 1]) * m
-        return utilise_drift(x[:, -1], z, self.drift)
+        return utilise_drift(x_last, z, self.drift)

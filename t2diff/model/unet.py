@@ -1,15 +1,23 @@
 """1-D convolutional U-Net approximator (paper Eq. 15): predicts the clean drift z0 from concat(z_t, X[1:n]).
 
 Official structure (model/T2diff_*.py): 4 levels with 4/8/16/32 filters, kernel 3, swish then LayerNorm after
-every conv, max-pool by 2 on the way down, nearest upsampling + 1x1 conv + skip concat on the way up, the
-timestep embedding sin(t/2^f) (f = 0..2·edim−1) times ``step_weight`` added to the input, output = x0.
+every conv, max-pool by 2 on the way down, nearest upsampling + 1x1 conv + swish + skip concat on the way
+up, the timestep embedding sin(t/2^f) (f = 0..2·edim−1) times ``step_weight`` added to the input, output x0.
 
-Deviation, on purpose: the official net uses 'valid' convs on a sequence reflect-padded from 50 to 94 and
-crops the skips; its size arithmetic only works for n = 50. We use 'same' convs with reflect padding and pad
-the sequence on the left (the old, least relevant end) up to a multiple of 2^(levels−1), so any seq_len works.
+Deviations, on purpose:
+* The official net uses 'valid' convs on a sequence mirror-padded from 50 to 94 and crops the skips; its size
+  arithmetic only works for n = 50. Here convs are 'same' with reflect padding at both edges, and the caller
+  (``DriftDiffusion``) left-pads the sequence with zeros to a multiple of 2^(levels−1) -- i.e. a longer run
+  of padding, which the padding mask already treats as "no item" -- so any seq_len works.
+* The 1x1 projection + swish of the up path runs before the nearest upsampling (they commute exactly).
+* Layout is (B, L, C) throughout and a k=3 conv is one gather of the three shifted rows + one GEMM, so
+  LayerNorm is the native kernel and no transposes are needed: the reverse loop calls this T times per
+  request, and fewer, larger kernels are what makes it fast (see ``t2diff bench encode``).
 Channels scale with edim: level i gets unet_channels[i]·edim/4 (the official config has edim = 4).
 """
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
@@ -27,74 +35,84 @@ def step_embedding_table(num_steps: int, dim: int) -> torch.Tensor:
     return torch.sin(t / 2.0 ** f).float()
 
 
-class ChannelNorm(nn.Module):
-    """LayerNorm over channels of a (B, C, L) tensor (TF LayerNorm over the last axis of (B, L, C))."""
+def _reflect_taps(L: int) -> torch.Tensor:
+    """(L, 3) source rows of a k=3 'same' conv with reflect padding: [j-1, j, j+1] mirrored at the edges."""
+    j = torch.arange(L)
+    left = torch.where(j == 0, torch.ones_like(j) if L > 1 else j, j - 1)
+    right = torch.where(j == L - 1, (j - 1).clamp_min(0), j + 1)
+    return torch.stack([left, j, right], 1)
 
-    def __init__(self, c: int, eps: float = 1e-5) -> None:
+
+class Conv3Block(nn.Module):
+    """k=3 conv (reflect, 'same') -> swish -> LayerNorm on (B, L, C)."""
+
+    def __init__(self, cin: int, cout: int) -> None:
         super().__init__()
-        self.weight = nn.Parameter(torch.ones(c, 1))
-        self.bias = nn.Parameter(torch.zeros(c, 1))
-        self.eps = eps
+        self.proj = nn.Linear(3 * cin, cout)  # weight laid out [tap, cin]
+        bound = 1 / math.sqrt(3 * cin)  # same init scale as nn.Conv1d(cin, cout, 3)
+        nn.init.uniform_(self.proj.weight, -bound, bound)
+        nn.init.uniform_(self.proj.bias, -bound, bound)
+        self.norm = nn.LayerNorm(cout)
+        self._taps: dict[tuple[int, torch.device], torch.Tensor] = {}
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, L)
-        mu = x.mean(1, keepdim=True)
-        var = (x - mu).pow(2).mean(1, keepdim=True)
-        return (x - mu) * torch.rsqrt(var + self.eps) * self.weight + self.bias
+    def taps(self, L: int, device: torch.device) -> torch.Tensor:
+        key = (L, device)
+        if key not in self._taps:
+            self._taps[key] = _reflect_taps(L).to(device)
+        return self._taps[key]
 
-
-class ConvBlock(nn.Module):
-    """conv(k) -> swish -> LayerNorm, 'same' length."""
-
-    def __init__(self, cin: int, cout: int, k: int = 3) -> None:
-        super().__init__()
-        self.conv = nn.Conv1d(cin, cout, k, padding=k // 2, padding_mode="reflect" if k > 1 else "zeros")
-        self.norm = ChannelNorm(cout)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.norm(F.silu(self.conv(x)))
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, L, C)
+        B, L, C = x.shape
+        u = x[:, self.taps(L, x.device)].reshape(B, L, 3 * C)  # (B, L, 3C) one gather
+        return self.norm(F.silu(self.proj(u)))
 
 
 class UNet1D(nn.Module):
-    """x0-predictor over the sequence axis. forward(z_t (B, L, D), x (B, L, D), t (B,) long) -> (B, L, D)."""
+    """x0-predictor over the sequence axis. forward(z_t (B, L, D), x (B, L, D), t) -> (B, L, D).
+
+    ``t`` is (B,) long (training: one step per row) or a 0-dim long tensor (inference: shared step).
+    L must be a multiple of ``self.multiple`` (see ``padded_length``).
+    """
 
     def __init__(self, edim: int, channels: tuple[int, ...] = (4, 8, 16, 32), num_steps: int = 50,
                  step_weight: float = 1e-2) -> None:
         super().__init__()
         ch = scaled_channels(channels, edim)
         self.levels = len(ch)
+        self.multiple = 2 ** (self.levels - 1)
         self.edim = edim
         self.step_weight = step_weight
         self.register_buffer("step_emb", step_embedding_table(num_steps, 2 * edim), persistent=False)  # (T, 2D)
         self.down = nn.ModuleList()
         cin = 2 * edim
         for c in ch:
-            self.down.append(ConvBlock(cin, c))
+            self.down.append(Conv3Block(cin, c))
             cin = c
         self.up_proj = nn.ModuleList()
         self.up = nn.ModuleList()
         for i in range(self.levels - 2, -1, -1):
-            self.up_proj.append(nn.Conv1d(ch[i + 1], ch[i], 1))
-            self.up.append(ConvBlock(2 * ch[i], ch[i]))
-        self.out = nn.Identity() if ch[0] == edim else nn.Conv1d(ch[0], edim, 1)
+            self.up_proj.append(nn.Linear(ch[i + 1], ch[i]))  # the official 1x1 conv
+            self.up.append(Conv3Block(2 * ch[i], ch[i]))
+        self.out = nn.Identity() if ch[0] == edim else nn.Linear(ch[0], edim)
+
+    def padded_length(self, L: int) -> int:
+        """Smallest length >= L that pools evenly and keeps >= 2 positions at the bottom level."""
+        return max(-(-L // self.multiple) * self.multiple, 2 * self.multiple)
 
     def forward(self, z_t: torch.Tensor, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         B, L, D = z_t.shape
-        h = torch.cat([z_t, x], dim=-1)  # (B, L, 2D)
-        temb = self.step_emb[t]  # (B, 2D) or (2D,) for a scalar t shared by the batch
-        h = h + self.step_weight * (temb.unsqueeze(-2) if temb.dim() == 2 else temb)
-        h = h.transpose(1, 2)  # (B, 2D, L)
-        mult = 2 ** (self.levels - 1)
-        pad = max(-(-L // mult) * mult, 2 * mult) - L  # bottom level keeps >= 2 positions for reflect pads
-        if pad:  # mirror the oldest positions onto the left; cropped off again below
-            h = torch.cat([h[..., 1:pad + 1].flip(-1), h], dim=-1) if pad < L else F.pad(h, (pad, 0), mode="replicate")
+        if L % self.multiple:
+            raise ValueError(f"sequence length {L} is not a multiple of {self.multiple}; pad with padded_length()")
+        temb = self.step_emb[t]  # (B, 2D) or (2D,)
+        h = torch.cat([z_t, x], dim=-1) + self.step_weight * (temb.unsqueeze(-2) if temb.dim() == 2 else temb)
         skips = []
         for i, blk in enumerate(self.down):
-            h = blk(h)
+            h = blk(h)  # (B, L_i, C_i)
             if i < self.levels - 1:
                 skips.append(h)
-                h = F.max_pool1d(h, 2)
+                Bh, Lh, Ch = h.shape
+                h = h.view(Bh, Lh // 2, 2, Ch).amax(2)  # max-pool 2
         for proj, blk in zip(self.up_proj, self.up):
-            h = F.silu(proj(h.repeat_interleave(2, dim=-1)))
-            h = blk(torch.cat([h, skips.pop()], dim=1))
-        h = self.out(h)[..., pad:]  # (B, D, L)
-        return h.transpose(1, 2)
+            h = F.silu(proj(h)).repeat_interleave(2, dim=1)  # 1x1 conv + swish, then nearest upsample x2
+            h = blk(torch.cat([h, skips.pop()], dim=-1))
+        return self.out(h)  # (B, L, D)

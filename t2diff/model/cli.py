@@ -1,0 +1,71 @@
+"""Model commands: ``t2diff bench encode`` (user-tower throughput, see t2diff/model/bench.py)."""
+from __future__ import annotations
+
+import argparse
+import logging
+import shlex
+import sys
+import time
+
+log = logging.getLogger(__name__)
+MODES = ("eager", "graph", "compile+graph", "compile+graph+bf16")
+
+
+def _ints(s: str) -> list[int]:
+    try:
+        return [int(x) for x in s.split(",") if x]
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {s!r}") from e
+
+
+def _cmd_bench_encode(args: argparse.Namespace) -> int:
+    import torch
+
+    from t2diff.model.bench import device_name, run_encode_bench, write_results
+    from t2diff.paths import runs_dir
+
+    if args.device == "cuda" and not torch.cuda.is_available():
+        log.error("--device cuda but CUDA is not available")
+        return 2
+    modes = args.modes.split(",") if args.modes else (["eager", "graph", "compile+graph"] if args.device == "cuda"
+                                                      else ["eager"])
+    bad = [m for m in modes if m not in MODES]
+    if bad or (args.device == "cpu" and modes != ["eager"]):
+        log.error("modes must be in %s (graph modes need cuda), got %s", MODES, modes)
+        return 2
+    t0 = time.perf_counter()
+    rows = run_encode_bench(args.device, args.batch_sizes, args.steps, modes, args.min_time, args.min_reps)
+    prog = "python -m t2diff.model.cli" if sys.argv[0].endswith("cli.py") else "t2diff"
+    meta = {"command": prog + " " + " ".join(shlex.quote(a) for a in sys.argv[1:]), "device": device_name(args.device),
+            "device_kind": args.device, "torch": torch.__version__, "wall_s": time.perf_counter() - t0}
+    md = write_results(rows, args.out or (runs_dir() / "bench"), meta)
+    print(md.read_text())
+    print(f"written: {md} (+ .json, .png)")
+    return 0
+
+
+def register(groups) -> None:
+    p = groups.group("bench").add_parser("encode", help="encode_users throughput (users/s) at T=50 and fewer steps")
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    p.add_argument("--batch-sizes", type=_ints, default=[1, 16, 256, 1024, 4096])
+    p.add_argument("--steps", type=_ints, default=[50, 10], help="reverse steps to time (T=50 and <= 10)")
+    p.add_argument("--modes", default=None, help="comma list of " + "|".join(MODES) + " (default: eager,graph,compile+graph on cuda; eager on cpu)")
+    p.add_argument("--min-time", type=float, default=0.5, help="seconds of timed repetitions per case")
+    p.add_argument("--min-reps", type=int, default=3)
+    p.add_argument("--out", type=__import__("pathlib").Path, default=None, help="output dir (default runs/bench)")
+    p.set_defaults(func=_cmd_bench_encode)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Standalone entry (``python -m t2diff.model.cli bench encode ...``) for machines that only have torch."""
+    from t2diff.cli import CommandGroups
+
+    p = argparse.ArgumentParser(prog="python -m t2diff.model.cli")
+    register(CommandGroups(p.add_subparsers(dest="command", required=True)))
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
