@@ -10,6 +10,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
     overrides = {k: getattr(args, k) for k in ("warm_days", "replay_days", "max_requests", "k", "seed",
                                                 "replay_minutes", "offline_epochs", "horizon_hours", "out_dir")}
+    if args.in_process:
+        overrides["in_process"] = True
     if args.arms:
         overrides["arms"] = args.arms
     s = DemoSettings.load(args.config, key="demo" if args.config else None, **overrides)
@@ -29,5 +31,7 @@ def register(groups) -> None:  # noqa: ANN001
     p.add_argument("--replay-minutes", type=float, default=None, help="wall time the replay is spread over")
     p.add_argument("--offline-epochs", type=int, default=None, help="epochs of the offline warm start")
     p.add_argument("--horizon-hours", type=float, default=None, help="'watched next' horizon")
+    p.add_argument("--in-process", action="store_true",
+                   help="answer the arms in process (no Ray Serve); the report says so")
     p.add_argument("--out-dir", default=None, help="default $T2DIFF_RUNS_DIR/demo")
     p.set_defaults(func=_cmd_demo)

@@ -65,7 +65,7 @@ class Estimate:
         return {"mean": self.mean, "lo": self.lo, "hi": self.hi, "n": self.n}
 
 
-def mean_ci(x: np.ndarray, binary: bool, level: float = 0.95) -> Estimate:
+def mean_ci(x: np.ndarray, binary: bool, level: float = 0.95, nonneg: bool = True) -> Estimate:
     """Wilson interval for 0/1 data (sane at 0 or 1 successes), Student t otherwise. NaN bounds when n < 2."""
     x = np.asarray(x, dtype=float)
     n = len(x)
@@ -81,6 +81,8 @@ def mean_ci(x: np.ndarray, binary: bool, level: float = 0.95) -> Estimate:
     if se == 0:
         return Estimate(m, m, m, n)
     lo, hi = stats.t.interval(level, n - 1, loc=m, scale=se)
+    if nonneg:  # recall and play time cannot be negative; a t interval on skewed small samples can reach below 0
+        lo = max(lo, 0.0)
     return Estimate(m, float(lo), float(hi), n)
 
 

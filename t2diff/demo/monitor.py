@@ -38,7 +38,7 @@ class FreshnessMonitor(threading.Thread):
         self._live: int | None = None
         self._served: set[str] = set()
         self._lock = threading.Lock()
-        self._stop = threading.Event()
+        self._halt = threading.Event()
 
     # --- called from the replay loop -------------------------------------------------------------------------
     def on_flush(self, p: Produced) -> None:
@@ -57,21 +57,21 @@ class FreshnessMonitor(threading.Thread):
             self.samples["model_to_serving"].append(1000 * (time.time() - meta["created_at"]))
 
     def stop(self) -> None:
-        self._stop.set()
+        self._halt.set()
         self.join(timeout=10)
 
     # --- thread ----------------------------------------------------------------------------------------------
     def run(self) -> None:
         feats = self._open("features", self._features_factory)
         index = self._open("index", self._index_factory)
-        while not self._stop.is_set():
+        while not self._halt.is_set():
             if feats is not None:
                 self._step(self._probe_features, feats, "features")
             if self.registry is not None:
                 self._step(self._poll_registry, None, "registry")
             if index is not None:
                 self._step(self._poll_index, index, "index")
-            self._stop.wait(self.poll_s)
+            self._halt.wait(self.poll_s)
 
     def _open(self, what: str, factory: Callable[[], Any] | None) -> Any:
         if factory is None:

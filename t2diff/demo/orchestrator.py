@@ -235,19 +235,37 @@ class Demo:
         self._phase("stack_trainer", t)
         t = time.time()
         self.client = None
-        if _module_available("serving.cli"):
+        if _module_available("serving.cli") and not self.s.in_process:
             from t2diff.demo.replay import RecallClient
 
             client = RecallClient(f"http://127.0.0.1:{self.port}", self.arms, self.experiment, self.arms_file,
                                   timeout_s=self.s.http_timeout_s)
             data_env = {"T2DIFF_DATA_DIR": str(self.state / "data")}
-            stack.start("serve", t2diff_cmd("serve", "--config", cfg), ready=client.healthy,
-                        timeout_s=self.s.startup_timeout_s, env=data_env)
-            log.info("recall client mode: %s", client.detect_mode())
-            self.client = client
-        else:
-            self.skipped.append("serving (serving.cli) not available: no arm could be asked over HTTP")
+            try:
+                stack.start("serve", t2diff_cmd("serve", "--config", cfg), ready=client.healthy,
+                            timeout_s=self.s.startup_timeout_s, env=data_env)
+                log.info("recall client mode: %s", client.detect_mode())
+                self.client = client
+            except (ChildDied, TimeoutError) as e:
+                stack.stop("serve")
+                self.skipped.append(f"serving failed to start ({str(e).splitlines()[0]}); see {stack.log_dir}/serve.log")
+        elif not self.s.in_process:
+            self.skipped.append("serving (serving.cli) not available")
+        if self.client is None:
+            self.client = self._direct_client(warm)
         self._phase("stack_serve", t)
+
+    def _direct_client(self, warm: pd.DataFrame):
+        """Degraded mode: the same arms answered in process (no HTTP, no serving latency)."""
+        from t2diff.demo.direct import DirectRecall, popular_items
+
+        self.skipped.append("arms answered IN PROCESS (t2diff.demo.direct), not through the HTTP API: "
+                            "latency figures are in-process model time, not serving latency")
+        client = DirectRecall(self.arms, {"t2diff_frozen": self.ckpt["t2diff"], "sasrec": self.ckpt["sasrec"]},
+                              Path(self.cfg["registry"]["root"]) if self.trainer_ok else None,
+                              popular_items(self.log_df, self.split.warm_end_ms))
+        client.observe_frame(warm)
+        return client
 
     def _wait_registry(self, timeout_s: float) -> bool:
         from t2diff.registry import ModelRegistry
@@ -297,10 +315,13 @@ class Demo:
         self.feedback_events = 0
         self.monitor = self._monitor()
         self.monitor.start()
+        observe = getattr(self.client, "observe", None)  # in-process mode keeps its own histories
         t_start = time.time()
         bar = tqdm(self.moments, desc="replay requests", unit="req", file=sys.stderr, mininterval=2)
         for i, m in enumerate(bar):
             while nxt is not None and nxt[0] < m.ts_ms:  # everything before the moment goes in first
+                if observe is not None:
+                    observe(nxt[2])
                 p = self.producer.produce(*nxt)
                 if p is not None:
                     self.monitor.on_flush(p)
@@ -333,7 +354,10 @@ class Demo:
     def _ask(self, m) -> None:  # noqa: ANN001
         arms = [a["name"] for a in self.arms] if self.client.mode != "sticky" else [None]
         for arm in arms:
-            ans = self.client.recall(m.user_id, self.s.k, arm)
+            if self.client.mode == "in_process":
+                ans = self.client.recall(m.user_id, self.s.k, arm, now_ms=m.ts_ms)
+            else:
+                ans = self.client.recall(m.user_id, self.s.k, arm)
             if ans is None:
                 continue
             self.answers.setdefault(m.request_id, {})[ans.arm] = ans.items
@@ -370,7 +394,7 @@ class Demo:
         for k, v in mon.samples.items():
             if not v:
                 self.skipped.append(f"{k}: no samples in this run")
-        if self.client is not None:
+        if self.client is not None and self.client.mode != "in_process":
             if self.client.mode == "sticky":
                 self.skipped.append("serving answers only the sticky arm: arms compared as independent samples")
             if self.client.errors:

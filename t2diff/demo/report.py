@@ -100,7 +100,7 @@ def format_report(rep: Mapping[str, Any]) -> str:
     lines.append("freshness (wall-clock lag)        n      p50 ms      p90 ms      p99 ms      max ms")
     for name, p in rep["freshness"].items():
         lines.append(_pline(name, p))
-    lines.append("serving latency (client, HTTP)    n      p50 ms      p90 ms      p99 ms      max ms")
+    lines.append("recall latency (client side)      n      p50 ms      p90 ms      p99 ms      max ms")
     for name, p in rep["latency"].items():
         lines.append(_pline(name, p))
     pq = pd.DataFrame(rep["prequential"])

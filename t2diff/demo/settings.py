@@ -29,6 +29,7 @@ class DemoSettings(Section):
     arms: list[str] = Field(default_factory=list, description="arms to ask; empty = every arm the app exposes")
     control_arm: str | None = Field(None, description="baseline arm of the lift; None = the first non-T2Diff arm")
     http_timeout_s: float = 30.0
+    in_process: bool = Field(False, description="answer the arms in process instead of starting the serving app")
     # --- stack ---
     offline_preset: str = "quick"
     offline_epochs: int | None = Field(None, ge=1, description="override the preset's epochs for the warm start")
