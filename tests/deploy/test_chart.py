@@ -260,3 +260,23 @@ def test_param_check_catches_gaps():
     text = "## @param a.b Doc\na:\n  b: 1\n  c: 2\n## @param d.e Doc\nd: {}\n"
     assert sorted(param_problems(text)) == ["@param d.e names no value", "value a.c has no ## @param line",
                                             "value d has no ## @param line"]
+
+
+def test_container_commands_exist_in_the_cli(default_docs):
+    """Each Deployment runs `t2diff <args>`: the real CLI parser must accept exactly those args."""
+    from t2diff.cli import build_parser
+
+    parser = build_parser()
+    for d in default_docs:
+        if d["kind"] != "Deployment":
+            continue
+        c = d["spec"]["template"]["spec"]["containers"][0]
+        assert c["command"] == ["t2diff"]
+        try:
+            ns = parser.parse_args(c["args"])
+        except SystemExit:
+            pytest.fail(f"{d['metadata']['name']}: `t2diff {' '.join(c['args'])}` is not a command of t2diff.cli")
+        assert ns.config == "/etc/t2diff/config.yaml" and callable(ns.func)
+        ports = {p["name"]: p["containerPort"] for p in c["ports"]}
+        if getattr(ns, "metrics_port", None) is not None:
+            assert ns.metrics_port == ports["metrics"]
