@@ -194,3 +194,18 @@ def register(groups) -> None:  # noqa: ANN001 -- t2diff.cli.CommandGroups
     b.add_argument("--replay-ratio", dest="replay_ratio", type=float, default=1.0)
     b.add_argument("--limit", type=int, default=None, help="stream at most this many events")
     b.set_defaults(func=_cmd_bench)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m trainer.online.cli ...``: only this module's commands (a GPU box without ray/feast)."""
+    from t2diff.cli import CommandGroups
+
+    p = argparse.ArgumentParser(prog="t2diff")
+    register(CommandGroups(p.add_subparsers(dest="command", required=True)))
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
