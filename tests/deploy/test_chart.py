@@ -110,9 +110,10 @@ def test_everything_on_is_valid(all_on_docs):
 
 
 def test_invalid_manifest_is_caught(helm):
-    docs = chart.render({"consumer": {"replicaCount": "many"}}, helm=helm)
+    # resources pass through unchecked by the values schema; the Kubernetes schema catches the bad quantity.
+    docs = chart.render({"consumer": {"resources": {"requests": {"cpu": ["1"]}}}}, helm=helm)
     errs = chart.validate(docs)
-    assert any("rec-t2diff-consumer" in e and "replicas" in e for e in errs), errs
+    assert any("rec-t2diff-consumer" in e and "resources" in e for e in errs), errs
     docs = chart.render(set_args=["serving.kuberay.enabled=true", "serving.kuberay.workers.replicas=9"], helm=helm)
     assert any("minReplicas <= replicas <= maxReplicas" in e for e in chart.validate(docs))
 
@@ -221,6 +222,19 @@ def test_config_typo_fails_validation(helm, tmp_path):
     cfg = chart.config_of(chart.render(set_args=["config.stream.bakend=kafka"], helm=helm))
     with pytest.raises(ValidationError, match="bakend"):
         _validate_config(cfg, tmp_path)
+
+
+def test_values_schema_in_sync_and_enforced(helm):
+    from deploy import values_schema
+
+    assert (chart.CHART_DIR / "values.schema.json").read_text() == values_schema.render(), \
+        "run `python -m deploy.values_schema`"
+    for bad, msg in [("consumer.replicaCont=2", "replicaCont"), ("config.strem.backend=kafka", "strem"),
+                     ("consumer.replicaCount=many", "want integer"), ("serving.httpPort=0", "minimum")]:
+        with pytest.raises(chart.ChartError, match=msg):
+            chart.render(set_args=[bad], helm=helm)
+    with pytest.raises(chart.ChartError, match="key"):
+        chart.render({"secrets": {"existingSecret": "s", "env": [{"name": "X"}]}}, helm=helm)
 
 
 # ---- `## @param` documentation of values.yaml ------------------------------------------------------------
