@@ -21,6 +21,8 @@ from deploy import names as N
 log = logging.getLogger(__name__)
 
 OUT_DIR = Path(__file__).resolve().parent / "grafana" / "dashboards"
+# The chart ships a copy for the Grafana sidecar (metrics.grafanaDashboards.enabled); Helm reads only chart files.
+CHART_COPY_DIR = Path(__file__).resolve().parent / "helm" / "t2diff" / "files" / "dashboards"
 DS = {"type": "prometheus", "uid": "${datasource}"}
 W = "$__rate_interval"  # Grafana picks a window >= 4 scrape intervals, so rate() never sees < 2 samples
 
@@ -236,23 +238,31 @@ def render_all() -> dict[str, str]:
     return out
 
 
-def write(out_dir: Path = OUT_DIR, check: bool = False) -> list[str]:
-    """Write (or with ``check`` only compare) the dashboards; returns the names that differed."""
-    out_dir.mkdir(parents=True, exist_ok=True)
+def write(out_dir: Path | None = None, check: bool = False) -> list[str]:
+    """Write (or with ``check`` only compare) the dashboards into ``out_dir`` (default: deploy/grafana/dashboards
+    and the chart's copy); returns the paths that differed. Files no generator makes count as stale too."""
+    rendered = render_all()
     stale = []
-    for name, text in render_all().items():
-        path = out_dir / name
-        if not path.exists() or path.read_text() != text:
-            stale.append(name)
+    for d in [out_dir] if out_dir else [OUT_DIR, CHART_COPY_DIR]:
+        d.mkdir(parents=True, exist_ok=True)
+        for extra in sorted(set(p.name for p in d.glob("*.json")) - set(rendered)):
+            stale.append(str(d / extra))
             if not check:
-                path.write_text(text)
-        log.info("%s %s", "stale" if check and name in stale else "ok", path)
+                (d / extra).unlink()
+        for name, text in rendered.items():
+            path = d / name
+            if not path.exists() or path.read_text() != text:
+                stale.append(str(path))
+                if not check:
+                    path.write_text(text)
+    for p in stale:
+        log.info("%s %s", "stale" if check else "wrote", p)
     return stale
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m deploy.dashboards", description=__doc__.splitlines()[0])
-    ap.add_argument("--out", type=Path, default=OUT_DIR)
+    ap.add_argument("--out", type=Path, default=None, help="one directory instead of the repo's two")
     ap.add_argument("--check", action="store_true", help="fail if the committed JSON is not what is generated")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")

@@ -109,6 +109,18 @@ def test_everything_on_is_valid(all_on_docs):
     assert k["PrometheusRule"]["rec-t2diff"]["spec"] == alerts.rules()
 
 
+def test_grafana_dashboard_configmaps(helm):
+    import json
+
+    from deploy import dashboards
+
+    docs = chart.render(set_args=["metrics.grafanaDashboards.enabled=true"], helm=helm)
+    assert chart.validate(docs) == []
+    cms = [d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["labels"].get("grafana_dashboard") == "1"]
+    shipped = {name: json.loads(text) for cm in cms for name, text in cm["data"].items()}
+    assert shipped == {n: json.loads(t) for n, t in dashboards.render_all().items()}
+
+
 def test_invalid_manifest_is_caught(helm):
     # resources pass through unchecked by the values schema; the Kubernetes schema catches the bad quantity.
     docs = chart.render({"consumer": {"resources": {"requests": {"cpu": ["1"]}}}}, helm=helm)

@@ -26,10 +26,11 @@ def committed():
 
 def test_committed_json_matches_generator():
     generated = dashboards.render_all()
-    on_disk = {p.name: p.read_text() for p in dashboards.OUT_DIR.glob("*.json")}
-    assert set(on_disk) == set(generated), "run `python -m deploy.dashboards`"
-    for name, text in generated.items():
-        assert on_disk[name] == text, f"{name} is stale: run `python -m deploy.dashboards`"
+    for d in (dashboards.OUT_DIR, dashboards.CHART_COPY_DIR):
+        on_disk = {p.name: p.read_text() for p in d.glob("*.json")}
+        assert set(on_disk) == set(generated), f"{d}: run `python -m deploy.dashboards`"
+        for name, text in generated.items():
+            assert on_disk[name] == text, f"{d / name} is stale: run `python -m deploy.dashboards`"
 
 
 def test_check_mode_detects_a_stale_file(tmp_path):
@@ -37,7 +38,7 @@ def test_check_mode_detects_a_stale_file(tmp_path):
     assert dashboards.write(tmp_path, check=True) == []
     first = sorted(tmp_path.glob("*.json"))[0]
     first.write_text(first.read_text().replace('"title"', '"titel"', 1))
-    assert dashboards.write(tmp_path, check=True) == [first.name]
+    assert dashboards.write(tmp_path, check=True) == [str(first)]
     assert dashboards.main(["--out", str(tmp_path), "--check"]) == 1
 
 
