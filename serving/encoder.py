@@ -109,8 +109,9 @@ class ModelProvider:
 
 
 class UserEncoder:
-    def __init__(self, provider: ModelProvider, features: FeatureSource, seed: int | None = None) -> None:
-        self.provider, self.features = provider, features
+    def __init__(self, provider: ModelProvider, features: FeatureSource, seed: int | None = None,
+                 num_steps: int | None = None) -> None:
+        self.provider, self.features, self.num_steps = provider, features, num_steps
         self._gen = None
         if seed is not None:
             import torch
@@ -158,7 +159,7 @@ class UserEncoder:
             now_ts = hist_ts.max(dim=1).values  # (B,)
             with torch.inference_mode():
                 e_u = lm.model.encode_users(hist.to(lm.device), hist_ts.to(lm.device), now_ts.to(lm.device),
-                                            generator=self._gen)  # (B, D)
+                                            generator=self._gen, num_steps=self.num_steps)  # (B, D)
             vecs = e_u.float().cpu().numpy()
             for b, j in enumerate(row_of):
                 h = hists[j]
@@ -197,20 +198,45 @@ class StaticFeatures:
 
 class FeastFeatures:
     """Reads ``user_session_v1`` through feature_store.client.FeatureClient; any failure to reach the
-    online store is ``features_unavailable`` (the ingress falls back), never an error to the caller."""
+    online store is ``features_unavailable`` (the ingress falls back), never an error to the caller. The
+    client is (re)built lazily so a replica starts even while the online store is down."""
 
     def __init__(self, config_path: Path | None) -> None:
-        from feature_store.client import FeatureClient
-        from feature_store.settings import FeatureSettings
+        self.config_path = config_path
+        self.client: Any = None
 
-        self.client = FeatureClient(FeatureSettings.load(config_path, key="features"))
+    def _client(self) -> Any:
+        if self.client is None:
+            from feature_store.client import FeatureClient
+            from feature_store.settings import FeatureSettings
+
+            self.client = FeatureClient(FeatureSettings.load(self.config_path, key="features"))
+        return self.client
 
     def histories(self, user_ids: list[int]) -> list[History | None]:
         try:
-            feats = self.client.get_user_features(user_ids)
+            feats = self._client().get_user_features(user_ids)
         except Exception as e:
-            raise BackendUnavailable("features_unavailable", str(e)) from e
+            self.client = None  # reconnect next time
+            raise BackendUnavailable("features_unavailable", f"{type(e).__name__}: {e}") from e
         return [None if f is None else _history_of(f) for f in feats]
+
+
+class FileFeatures(StaticFeatures):
+    """Histories from a JSONL file of ``{"user_id", "items", "ts_ms"}`` (tests, benches, demos)."""
+
+    @classmethod
+    def from_file(cls, path: Path) -> "FileFeatures":
+        import json
+
+        seqs = {}
+        with open(path) as f:
+            for line in f:
+                if line.strip():
+                    d = json.loads(line)
+                    seqs[int(d["user_id"])] = History([int(x) for x in d["items"]],
+                                                      [int(x) for x in d["ts_ms"]] if d.get("ts_ms") else None)
+        return cls(seqs)
 
 
 def _history_of(f: Any) -> History:

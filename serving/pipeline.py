@@ -116,4 +116,9 @@ def _unwrap_kind(e: BaseException) -> str | None:
         cause = getattr(cur, "cause", None)  # ray.exceptions.RayTaskError.cause
         cur = cause if isinstance(cause, BaseException) else cur.__cause__
         seen += 1
+    # last resort: the remote traceback text names the kind ("index_unavailable: ...")
+    text = str(e)
+    for kind in ("index_unavailable", "features_unavailable", "model_unavailable"):
+        if f"{kind}: " in text:
+            return kind
     return None

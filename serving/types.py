@@ -30,4 +30,7 @@ class BackendUnavailable(RuntimeError):
 
     def __init__(self, kind: str, message: str) -> None:
         super().__init__(f"{kind}: {message}")
-        self.kind = kind
+        self.kind, self.message = kind, message
+
+    def __reduce__(self):  # Ray re-raises remote exceptions by pickling them: keep both arguments
+        return (type(self), (self.kind, self.message))

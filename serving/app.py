@@ -1,0 +1,57 @@
+"""Typed app builder: ``build_app(settings)`` -> a Ray Serve Application (Ingress bound to one encoder and one
+retriever per model source). ``serve run serving.app:app_from_config config=...`` or ``t2diff serve``."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from serving.settings import ServingSettings
+
+log = logging.getLogger(__name__)
+
+
+def build_app(settings: ServingSettings) -> Any:
+    from serving.deployments import EncoderDeployment, IngressDeployment, RetrieverDeployment
+
+    cfg = settings.model_dump(mode="json")
+    encoders, retrievers = {}, {}
+    used = {a.source for a in settings.experiment.arms}
+    for name, src in settings.model_sources().items():
+        if name not in used and settings.arms_file is None:
+            continue  # no arm can reach it (with an arms file, any source may be switched on later)
+        encoders[name] = EncoderDeployment.options(
+            name=f"UserEncoder_{name}", num_replicas=settings.encoder_replicas,
+            ray_actor_options={"num_cpus": 0, "num_gpus": settings.num_gpus_encoder},
+            user_config={"version": src.version, "poll_s": src.poll_s, "max_batch_size": settings.batch.max_batch_size,
+                         "wait_ms": settings.batch.wait_ms, "num_steps": settings.encoder_steps},
+        ).bind(name, cfg)
+        retrievers[name] = RetrieverDeployment.options(
+            name=f"Retriever_{name}", num_replicas=settings.retriever_replicas).bind(name, cfg)
+    return IngressDeployment.options(num_replicas=settings.ingress_replicas).bind(cfg, encoders, retrievers)
+
+
+def load_settings(config: str | Path | None = None, **overrides: Any) -> ServingSettings:
+    s = ServingSettings.load(config, key="serving", **overrides)
+    if config is not None and s.config_path is None:
+        s = s.model_copy(update={"config_path": Path(config).resolve()})
+    return s
+
+
+def app_from_config(args: dict[str, str]) -> Any:
+    """Entry for ``serve run serving.app:app_from_config config=path.yaml`` and serve config YAMLs."""
+    return build_app(load_settings(args.get("config")))
+
+
+def start(settings: ServingSettings, blocking: bool = False, name: str = "t2diff", num_cpus: int | None = None) -> Any:
+    """Start Ray (if needed) and Serve on settings.host:port, deploy, return the ingress handle."""
+    import ray
+    from ray import serve
+
+    if not ray.is_initialized():
+        ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    serve.start(http_options={"host": settings.host, "port": settings.port})
+    handle = serve.run(build_app(settings), name=name, route_prefix="/", blocking=blocking)
+    log.info("serving on http://%s:%d (arms: %s)", settings.host, settings.port,
+             ", ".join(f"{a.name}={a.weight:g}->{a.source}" for a in settings.experiment.arms))
+    return handle

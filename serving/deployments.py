@@ -1,0 +1,186 @@
+"""Ray Serve deployments, one concern each, composed by handles (see serving/app.py):
+
+    Ingress (FastAPI: /recall /feedback /healthz /metrics; A/B router, fallback, feedback log)
+      -> UserEncoder_<source>  (Feast + user tower, @serve.batch, follows the registry, user_config pin)
+      -> Retriever_<source>    (Milvus / exact top-K at the encoder's version, @serve.batch)
+
+Each wraps a plain class from this package; the logic and its tests live there.
+"""
+
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from ray import serve
+
+from serving.ingress import HttpError
+from serving.schemas import FeedbackRequest, FeedbackResponse, Health, RecallRequest, RecallResponse
+from serving.settings import ServingSettings
+from serving.types import EncodeResult, SearchResult
+
+log = logging.getLogger(__name__)
+
+
+@serve.deployment(name="UserEncoder", ray_actor_options={"num_cpus": 0})
+class EncoderDeployment:
+    def __init__(self, source: str, settings: dict[str, Any]) -> None:
+        import torch
+
+        from serving import components
+
+        self.s = ServingSettings.model_validate(settings)
+        torch.set_num_threads(self.s.torch_threads)
+        device = "cuda" if self.s.num_gpus_encoder > 0 and torch.cuda.is_available() else "cpu"
+        self.source = source
+        self.encoder = components.encoder(self.s, source, device=device)
+        self.poll_s = self.s.sources[source].poll_s
+        self._encode.set_max_batch_size(self.s.batch.max_batch_size)
+        self._encode.set_batch_wait_timeout_s(self.s.batch.wait_ms / 1000.0)
+        self._poller: Any = None  # started on the first request, inside the replica's loop
+
+    def reconfigure(self, user_config: dict[str, Any]) -> None:
+        """``user_config``: {"version": pin or null (follow the registry), "poll_s", "max_batch_size",
+        "wait_ms", "num_steps"}. Applied in place: no replica restart, no dropped request."""
+        if "poll_s" in user_config:
+            self.poll_s = float(user_config["poll_s"])
+        if "max_batch_size" in user_config:
+            self._encode.set_max_batch_size(int(user_config["max_batch_size"]))
+        if "wait_ms" in user_config:
+            self._encode.set_batch_wait_timeout_s(float(user_config["wait_ms"]) / 1000.0)
+        if "num_steps" in user_config:
+            self.encoder.num_steps = user_config["num_steps"]
+        if "version" in user_config:
+            self.encoder.provider.pin(user_config["version"])
+
+    async def _poll(self) -> None:
+        while True:
+            await asyncio.sleep(self.poll_s)
+            try:
+                await asyncio.to_thread(self.encoder.provider.refresh)
+            except Exception:  # never let the poller die
+                log.exception("registry poll failed")
+
+    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.002)
+    async def _encode(self, user_ids: list[int]) -> list[EncodeResult]:
+        t0 = time.perf_counter()
+        # off the event loop so the next batch keeps filling while this one runs the user tower
+        res = await asyncio.to_thread(self.encoder.encode_batch, user_ids)
+        return res if res else [EncodeResult("model_unavailable", encode_ms=(time.perf_counter() - t0) * 1e3)]
+
+    async def encode(self, user_id: int) -> EncodeResult:
+        if self._poller is None:
+            self._poller = asyncio.get_running_loop().create_task(self._poll())
+        return await self._encode(user_id)
+
+    def status(self) -> dict[str, Any]:
+        lm = self.encoder.provider.current()
+        return {"version": lm.version if lm else None, "pinned": self.encoder.provider.pinned,
+                "last_error": self.encoder.provider.last_error}
+
+
+@serve.deployment(name="Retriever", ray_actor_options={"num_cpus": 0})
+class RetrieverDeployment:
+    def __init__(self, source: str, settings: dict[str, Any]) -> None:
+        from serving import components
+
+        self.s = ServingSettings.model_validate(settings)
+        self.retriever = components.retriever(self.s, source)
+        self._search.set_max_batch_size(self.s.batch.max_batch_size)
+        self._search.set_batch_wait_timeout_s(self.s.batch.wait_ms / 1000.0)
+
+    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.002)
+    async def _search(self, queries: list[tuple]) -> list[SearchResult]:
+        return await asyncio.to_thread(self.retriever.search_batch, queries)
+
+    async def search(self, vector: list[float], k: int, exclude: list[int], version: Any) -> SearchResult:
+        return await self._search((vector, k, exclude, version))
+
+
+api = FastAPI(title="T2Diff recall", version="1",
+              description="Candidate source for the feed: diffusion-conditioned user encoding + ANN recall, A/B arms.")
+
+
+# Handlers are registered at import and BEFORE @serve.ingress (it captures the app when the class is
+# decorated; Starlette also refuses middleware once the app has started). They reach the
+# replica's IngressCore through serving.ingress.ACTIVE (an importable module: Ray pickles this one's
+# decorated class by value, so a global here would not be the same object in the replica).
+
+
+def _active_core() -> Any:
+    import serving.ingress  # resolved in the replica at call time: the real module, not a pickled copy
+
+    return serving.ingress.ACTIVE.get("core")
+
+
+@api.exception_handler(RequestValidationError)
+async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+    core = _active_core()
+    if core is not None:
+        core.metrics.bad_requests.labels(request.url.path.strip("/") or "root", "validation").inc()
+    errors = [{"loc": list(e.get("loc", [])), "msg": e.get("msg"), "type": e.get("type")} for e in exc.errors()]
+    return JSONResponse({"error": "invalid request", "detail": errors}, status_code=422)
+
+
+@api.exception_handler(HttpError)
+async def _http(request: Request, exc: HttpError) -> JSONResponse:
+    return JSONResponse({"error": exc.message}, status_code=exc.status)
+
+
+@api.middleware("http")
+async def _limit_body(request: Request, call_next: Any) -> Any:
+    core = _active_core()
+    limit = core.s.max_body_bytes if core is not None else 16_384
+    cl = request.headers.get("content-length")
+    too_big = False
+    if cl is not None:
+        too_big = not cl.isdigit() or int(cl) > limit
+    elif request.method in ("POST", "PUT", "PATCH"):
+        too_big = len(await request.body()) > limit
+    if too_big:
+        if core is not None:
+            core.metrics.bad_requests.labels(request.url.path.strip("/") or "root", "body_too_large").inc()
+        return JSONResponse({"error": f"body larger than {limit} bytes"}, status_code=413)
+    return await call_next(request)
+
+
+@serve.deployment(name="Ingress", ray_actor_options={"num_cpus": 0})
+@serve.ingress(api)
+class IngressDeployment:
+    def __init__(self, settings: dict[str, Any], encoders: dict[str, Any], retrievers: dict[str, Any]) -> None:
+        from serving.ingress import IngressCore
+
+        self.s = ServingSettings.model_validate(settings)
+        self.encoders, self.retrievers = encoders, retrievers
+        self.core = IngressCore(self.s, self._encode, self._search)
+        import serving.ingress
+
+        serving.ingress.ACTIVE["core"] = self.core
+
+    async def _encode(self, source: str, user_id: int) -> EncodeResult:
+        return await self.encoders[source].encode.remote(user_id)
+
+    async def _search(self, source: str, vector: list[float], k: int, exclude: list[int], version: Any):
+        return await self.retrievers[source].search.remote(vector, k, exclude, version)
+
+    @api.post("/recall", response_model=RecallResponse)
+    async def recall(self, req: RecallRequest) -> Any:
+        return await self.core.recall(req)
+
+    @api.post("/feedback", response_model=FeedbackResponse)
+    async def feedback(self, req: FeedbackRequest) -> Any:
+        return self.core.feedback(req)
+
+    @api.get("/healthz", response_model=Health)
+    async def healthz(self) -> Any:
+        return self.core.health()
+
+    @api.get("/metrics")
+    async def metrics(self) -> Response:
+        from prometheus_client import CONTENT_TYPE_LATEST
+
+        return Response(self.core.metrics.render(), media_type=CONTENT_TYPE_LATEST)
