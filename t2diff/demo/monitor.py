@@ -139,15 +139,22 @@ class FreshnessMonitor(threading.Thread):
         super().start()
 
     def trainer_prequential(self) -> list[dict[str, Any]]:
-        """The trainer's own running prequential figure, one point per published version (from meta.json)."""
+        """The trainer's own prequential figure, one point per version it published (meta.json ``metrics``:
+        ``online_window`` = its sliding window of recent events, ``online`` = cumulative; Recall@100 preferred)."""
         out = []
         for v, meta in sorted(self.versions.items()):
             metrics = meta.get("metrics") or {}
-            rec = {k: float(x) for k, x in metrics.items() if isinstance(x, (int, float)) and "recall" in k.lower()}
-            if rec and meta.get("max_event_ts_ms"):
-                key = sorted(rec)[0]
-                out.append({"version": v, "event_ts_ms": int(meta["max_event_ts_ms"]), "recall": rec[key],
-                            "metric": key})
+            if not meta.get("max_event_ts_ms") or meta.get("source") != "online":
+                continue
+            for part in ("online_window", "online"):
+                d = metrics.get(part) if isinstance(metrics.get(part), dict) else None
+                if not d:
+                    continue
+                key = next((k for k in ("recall@100", "recall@20", "recall@10") if k in d), None)
+                if key is not None and d[key] == d[key]:
+                    out.append({"version": v, "event_ts_ms": int(meta["max_event_ts_ms"]), "recall": float(d[key]),
+                                "metric": f"{part} {key}", "n": metrics.get("n")})
+                    break
         return out
 
 

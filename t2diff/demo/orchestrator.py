@@ -217,6 +217,14 @@ class Demo:
                 self.skipped.append("feature consumer did not catch up with the warm days in time")
         self._phase("stack_features", t)
         t = time.time()
+        # Version 1 = the offline warm start, published the way the trainer publishes (registry, Milvus, LATEST),
+        # so the treatment arm serves a model from the first request on.
+        if self.ckpt["t2diff"].exists():
+            try:
+                self._publish_warm_start()
+            except Exception as e:  # noqa: BLE001 -- the treatment arm then falls back until the trainer publishes
+                log.exception("publishing the warm start failed")
+                self.skipped.append(f"publishing the warm start as version 1 failed: {e}")
         # Stream trainer: its group starts after the warm days (the offline warm start already learned them).
         self.trainer_ok = _module_available("trainer.online.cli") and self.ckpt["t2diff"].exists()
         if self.trainer_ok:
@@ -228,8 +236,6 @@ class Demo:
             c.close()
             stack.start("trainer", t2diff_cmd("train", "stream", "--config", cfg))
             self.trainer_group = group
-            if not self._wait_registry(self.s.startup_timeout_s):
-                self.skipped.append("the stream trainer published no model version before the replay")
         else:
             self.skipped.append("stream trainer (trainer.online.cli) not available: the treatment arm does not learn online")
         self._phase("stack_trainer", t)
@@ -267,18 +273,27 @@ class Demo:
         client.observe_frame(warm)
         return client
 
-    def _wait_registry(self, timeout_s: float) -> bool:
-        from t2diff.registry import ModelRegistry
+    def _publish_warm_start(self) -> None:
+        from t2diff.data import Catalog
+        from t2diff.index import IndexSettings, ItemIndex
+        from t2diff.model import load_checkpoint
+        from t2diff.registry import ModelRegistry, RegistrySettings
+        from trainer.online.publish import Publisher
 
-        reg = ModelRegistry(self.cfg["registry"]["root"])
-        t0 = time.time()
-        while time.time() - t0 < timeout_s:
-            self.stack.check()
-            if reg.latest() is not None:
-                log.info("registry has version %s", reg.latest())
-                return True
-            time.sleep(0.5)
-        return False
+        model, extra = load_checkpoint(self.ckpt["t2diff"], map_location="cpu")
+        cat = Catalog.from_dict(extra["catalog"])
+        reg = ModelRegistry(settings=RegistrySettings.load(self.cfg_path, key="registry"))
+        if reg.latest() is not None:
+            return
+        index = ItemIndex(settings=IndexSettings.load(self.cfg_path, key="index"))
+        try:
+            Publisher(reg, index, background=False).submit(
+                model, cat, extra={k: v for k, v in extra.items() if k != "catalog"}, metrics={}, offsets={},
+                produce_ts_ms=np.zeros(0, dtype=np.int64), max_event_ts_ms=self.split.warm_end_ms - 1,
+                source="offline_warm_start")
+        finally:
+            index.close()
+        log.info("published the warm start as version %s", reg.latest())
 
     # --- 5. replay -------------------------------------------------------------------------------------------
     def _monitor(self):
