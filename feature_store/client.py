@@ -13,7 +13,8 @@ from feature_store.settings import FeatureSettings
 
 log = logging.getLogger(__name__)
 
-COUNT_FEATURES = ("n_impressions", "n_clicks", "n_plays", "n_likes", "n_follows")
+# Order of the `counts` array feature (= feature_store.session.TYPES).
+COUNT_NAMES = ("n_impressions", "n_clicks", "n_plays", "n_likes", "n_follows")
 
 
 @dataclass
@@ -69,9 +70,9 @@ class FeatureClient:
                 session_start_ms=_int(d["session_start_ms"][i]),
                 session_events=_int(d["session_events"][i]),
                 last_event_ms=_int(d["last_event_ms"][i]),
-                counts={c: _int(d[c][i]) for c in COUNT_FEATURES},
-                log_partition=_int(d["log_partition"][i], -1),
-                log_offset=_int(d["log_offset"][i], -1),
+                counts=dict(zip(COUNT_NAMES, list(d["counts"][i] or [0] * len(COUNT_NAMES)))),
+                log_partition=int((d["log_position"][i] or [-1, -1])[0]),
+                log_offset=int((d["log_position"][i] or [-1, -1])[1]),
             ))
         return out
 

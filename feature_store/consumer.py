@@ -20,7 +20,7 @@ from typing import Any, Callable
 import pandas as pd
 
 from feature_store.repo import PUSH_SOURCE, open_store
-from feature_store.session import SessionRules, UserState, apply_event, feature_row
+from feature_store.session import SessionRules, UserState, apply_event, feature_columns
 from feature_store.settings import FeatureSettings
 from feature_store.state import StateStore
 from streaming.deadletter import DeadLetterSink
@@ -124,7 +124,7 @@ class FeatureConsumer:
         if dirty:
             t0 = time.perf_counter()
             created = datetime.now(timezone.utc)
-            df = pd.DataFrame([feature_row(u, st, created) for u, st in dirty.items()])
+            df = pd.DataFrame(feature_columns(dirty, created))
             self.store.push(PUSH_SOURCE, df)
             self.stats.push_s += time.perf_counter() - t0
             self.stats.pushes += 1

@@ -132,9 +132,8 @@ def apply_repo(settings: FeatureSettings, materialize_items: bool = True) -> "Fe
 def _empty_user_frame() -> pd.DataFrame:
     cols = {"user_id": "int64", "event_timestamp": "datetime64[ns, UTC]", "created": "datetime64[ns, UTC]"}
     df = pd.DataFrame({c: pd.Series(dtype=t) for c, t in cols.items()})
-    for c in ("last_items", "last_ts_ms", "session_items"):
+    for c in ("last_items", "last_ts_ms", "session_items", "counts", "log_position"):
         df[c] = pd.Series(dtype=object)
-    for c in ("session_start_ms", "session_events", "last_event_ms", "n_impressions", "n_clicks", "n_plays",
-              "n_likes", "n_follows", "log_partition", "log_offset"):
+    for c in ("session_start_ms", "session_events", "last_event_ms"):
         df[c] = pd.Series(dtype="int64")
     return df

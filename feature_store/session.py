@@ -98,20 +98,28 @@ def apply_event(st: UserState, ev: Event, rules: SessionRules) -> None:
         st.keys = {k: v for k, v in st.keys.items() if v >= horizon}
 
 
+ROW_COLUMNS = ("user_id", "event_timestamp", "created", "last_items", "last_ts_ms", "session_items",
+               "session_start_ms", "session_events", "last_event_ms", "counts", "log_position")
+
+
+def feature_columns(rows: dict[int, "UserState"], created: datetime) -> dict[str, list]:
+    """Column-wise user_session rows for a Feast push (names = definitions.USER_SESSION_FIELDS)."""
+    cols: dict[str, list] = {c: [] for c in ROW_COLUMNS}
+    for user_id, st in rows.items():
+        cols["user_id"].append(user_id)
+        cols["event_timestamp"].append(datetime.fromtimestamp(max(st.last_event_ms, 0) / 1000, tz=timezone.utc))
+        cols["created"].append(created)
+        cols["last_items"].append(list(st.items))
+        cols["last_ts_ms"].append(list(st.ts))
+        cols["session_items"].append(st.session_items())
+        cols["session_start_ms"].append(st.session_start_ms)
+        cols["session_events"].append(st.session_events)
+        cols["last_event_ms"].append(st.last_event_ms)
+        cols["counts"].append(list(st.counts))
+        cols["log_position"].append([st.log_partition, st.log_offset])
+    return cols
+
+
 def feature_row(user_id: int, st: UserState, created: datetime) -> dict[str, Any]:
-    """The user_session row pushed to Feast (column names = definitions.USER_SESSION_FIELDS)."""
-    return {
-        "user_id": user_id,
-        "event_timestamp": datetime.fromtimestamp(max(st.last_event_ms, 0) / 1000, tz=timezone.utc),
-        "created": created,
-        "last_items": list(st.items),
-        "last_ts_ms": list(st.ts),
-        "session_items": st.session_items(),
-        "session_start_ms": st.session_start_ms,
-        "session_events": st.session_events,
-        "last_event_ms": st.last_event_ms,
-        "n_impressions": st.counts[0], "n_clicks": st.counts[1], "n_plays": st.counts[2],
-        "n_likes": st.counts[3], "n_follows": st.counts[4],
-        "log_partition": st.log_partition,
-        "log_offset": st.log_offset,
-    }
+    """One user's row as a dict (tests, debugging)."""
+    return {k: v[0] for k, v in feature_columns({user_id: st}, created).items()}

@@ -34,7 +34,7 @@ class FeatureSettings(Section):
     out_of_order_window_ms: int = Field(10 * 60_000, ge=0)
     positive_types: list[Literal["click", "play", "like", "follow"]] = Field(
         default_factory=lambda: ["click", "play", "like", "follow"])
-    batch_size: int = Field(2000, ge=1, description="max records per poll / online-store write")
+    batch_size: int = Field(5000, ge=1, description="max records per poll / online-store write")
     poll_timeout_s: float = Field(0.05, gt=0)
     # Consumer state (per-user session state, idempotency keys, offsets); default <repo_dir>/consumer_state.sqlite
     state_path: Path | None = None
