@@ -202,7 +202,7 @@ def machine() -> str:
     return f"{os.cpu_count()} CPU cores ({cpu}), {platform.system()} {platform.release()}, load avg {os.getloadavg()[0]:.1f} at start"
 
 
-def run_bench(events: int = 100_000, rate: float = 2000.0, seconds: float = 20.0, baseline_events: int = 3000,
+def run_bench(events: int = 100_000, rate: float = 2000.0, seconds: float = 20.0, baseline_events: int = 1000,
               md_path: str | None = None, plot_path: str | None = None) -> dict:
     root = runs_dir() / f"bench-stream-{time.strftime('%Y%m%d-%H%M%S')}"
     t0 = time.perf_counter()

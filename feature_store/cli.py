@@ -93,7 +93,7 @@ def register(groups) -> None:
     b.add_argument("--events", type=int, default=100_000, help="events for the throughput run")
     b.add_argument("--rate", type=float, default=2000.0, help="produce rate of the latency run (events/s)")
     b.add_argument("--seconds", type=float, default=20.0, help="length of the latency run")
-    b.add_argument("--baseline-events", type=int, default=3000, help="events for the unbatched baseline")
+    b.add_argument("--baseline-events", type=int, default=1000, help="events for the unbatched baseline")
     b.add_argument("--md", default=None, help="also write the results as markdown to this file")
     b.add_argument("--plot", default=None, help="latency plot PNG (default: runs dir)")
     b.set_defaults(func=_cmd_bench)

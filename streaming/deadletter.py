@@ -24,10 +24,11 @@ class DeadLetterSink:
         self.log, self.topic, self.stage = event_log, topic, stage
         self.counts: dict[str, int] = {}
 
-    def send(self, value: bytes, reason: str, detail: str = "", record: Record | None = None,
+    def send(self, value: bytes | None, reason: str, detail: str = "", record: Record | None = None,
              key: bytes | None = None) -> None:
         if reason not in REASONS:
             raise ValueError(f"unknown dead-letter reason {reason!r}")
+        value = b"" if value is None else bytes(value)  # a Kafka tombstone has no value
         try:
             payload = {"value": value.decode("utf-8")}
         except UnicodeDecodeError:

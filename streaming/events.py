@@ -13,6 +13,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError
 
 SCHEMA_VERSION = 1
+INT64_MAX = 2**63 - 1
 
 # Every reason an event can be dead-lettered for. Kept closed so the prometheus label set stays bounded.
 REASONS = (
@@ -35,12 +36,13 @@ class Event(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     schema_version: Literal[1] = SCHEMA_VERSION
-    user_id: StrictInt = Field(ge=0)
-    item_id: StrictInt = Field(ge=0)
+    # Bounded to int64: ids and times are stored as Feast Int64 / SQLite integers downstream.
+    user_id: StrictInt = Field(ge=0, le=INT64_MAX)
+    item_id: StrictInt = Field(ge=0, le=INT64_MAX)
     event_type: EventType
-    ts_ms: StrictInt  # event time, ms since the epoch; the sign is checked in decode for a precise reason
-    play_time_ms: StrictInt | None = Field(None, ge=0)
-    duration_ms: StrictInt | None = Field(None, ge=0)
+    ts_ms: StrictInt = Field(le=INT64_MAX)  # event time, ms since the epoch; the sign is checked in decode for a precise reason
+    play_time_ms: StrictInt | None = Field(None, ge=0, le=INT64_MAX)
+    duration_ms: StrictInt | None = Field(None, ge=0, le=INT64_MAX)
     request_id: StrictStr | None = Field(None, max_length=128)  # set when the event answers a recommendation
     arm: StrictStr | None = Field(None, max_length=64)  # A/B arm that served request_id
     idempotency_key: StrictStr = Field(min_length=1, max_length=256)

@@ -35,6 +35,8 @@ def test_roundtrip_and_key():
     (_bytes(event_type="purchase"), "invalid_value"),
     (_bytes(user_id=-1), "invalid_value"),
     (_bytes(extra_field=1), "invalid_value"),
+    (_bytes(item_id=2**63), "invalid_value"),  # would not fit the Int64 feature downstream
+    (b"null", "wrong_type"),
     (_bytes(schema_version=2), "unsupported_version"),
     (_bytes(ts_ms=-5), "negative_ts"),
     (_bytes(ts_ms=NOW + 3_600_000), "future_ts"),
