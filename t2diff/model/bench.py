@@ -122,7 +122,8 @@ def write_results(rows: list[dict[str, Any]], out_dir: Path, meta: dict[str, Any
     tag = meta["device_kind"]
     (out_dir / f"encode_{tag}.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
     lines = [f"Command: `{meta['command']}`", "",
-             f"Device: {meta['device']}; torch {meta['torch']}; wall {meta['wall_s']:.1f} s", "",
+             f"Device: {meta['device']}; torch {meta['torch']}; wall {meta['wall_s']:.1f} s; "
+             f"1-min load average at start/end {meta.get('loadavg_1min_start_end')} on {meta.get('cpu_count')} cores", "",
              "| arch | mode | steps | batch | ms/batch | µs/user | users/s | U-Net max abs diff vs eager |",
              "|---|---|---|---|---|---|---|---|"]
     for r in rows:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import shlex
 import sys
 import time
@@ -33,11 +34,15 @@ def _cmd_bench_encode(args: argparse.Namespace) -> int:
     if bad or (args.device == "cpu" and modes != ["eager"]):
         log.error("modes must be in %s (graph modes need cuda), got %s", MODES, modes)
         return 2
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    load0 = os.getloadavg()[0]
     t0 = time.perf_counter()
     rows = run_encode_bench(args.device, args.batch_sizes, args.steps, modes, args.min_time, args.min_reps)
     prog = "python -m t2diff.model.cli" if sys.argv[0].endswith("cli.py") else "t2diff"
     meta = {"command": prog + " " + " ".join(shlex.quote(a) for a in sys.argv[1:]), "device": device_name(args.device),
-            "device_kind": args.device, "torch": torch.__version__, "wall_s": time.perf_counter() - t0}
+            "device_kind": args.device, "torch": torch.__version__, "wall_s": time.perf_counter() - t0,
+            "loadavg_1min_start_end": [round(load0, 2), round(os.getloadavg()[0], 2)], "cpu_count": os.cpu_count()}
     md = write_results(rows, args.out or (runs_dir() / "bench"), meta)
     print(md.read_text())
     print(f"written: {md} (+ .json, .png)")
@@ -52,6 +57,7 @@ def register(groups) -> None:
     p.add_argument("--modes", default=None, help="comma list of " + "|".join(MODES) + " (default: eager,graph,compile+graph on cuda; eager on cpu)")
     p.add_argument("--min-time", type=float, default=0.5, help="seconds of timed repetitions per case")
     p.add_argument("--min-reps", type=int, default=3)
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--out", type=__import__("pathlib").Path, default=None, help="output dir (default runs/bench)")
     p.set_defaults(func=_cmd_bench_encode)
 

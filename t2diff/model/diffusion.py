@@ -104,12 +104,17 @@ class DriftDiffusion(nn.Module):
         x_last = x[:, -1]
         x, m = self._pad(x, m)  # (B, L', ...)
         noise = torch.randn((n + 1,) + tuple(x.shape), device=x.device, dtype=x.dtype, generator=generator)
-        z = noise[0] * m
         ts, c0, ct, sg = tab["timesteps"], tab["coef_x0"], tab["coef_xt"], tab["sigma"]
+        # Masked, pre-scaled step noise and x0 weights for all steps at once (two batched kernels), so each
+        # step is the U-Net plus two fused multiply-adds: z <- c0·m·ẑ0 + ct·z + σ·m·ε (z stays 0 under the mask).
+        noise = noise * m
+        z = noise[0]
+        noise_s = noise[1:] * sg.view(-1, 1, 1, 1)  # (n, B, L', D)
+        c0m = c0.view(-1, 1, 1, 1) * m  # (n, B, L', 1)
         for i in range(n):
             z0_hat = self.denoiser(z, x, ts[i])
             if i == n - 1:
                 z = z0_hat  # t = 0: the posterior collapses to x̂0 (coef_x0 = 1, coef_xt = sigma = 0)
             else:
-                z = (c0[i] * z0_hat + ct[i] * z + sg[i] * noise[i + 1]) * m
+                z = torch.addcmul(torch.addcmul(noise_s[i], c0m[i], z0_hat), ct[i], z)
         return utilise_drift(x_last, z, self.drift)

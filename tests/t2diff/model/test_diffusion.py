@@ -61,3 +61,24 @@ def test_fewer_steps_change_result_and_are_reproducible():
     torch.testing.assert_close(e50, e50b)
     assert e10.shape == e50.shape and torch.isfinite(e10).all()
     assert not torch.allclose(e10, e50)
+
+
+def test_sample_loop_equals_schedule_steps():
+    """The fused reverse loop equals x_{t-1} = schedule.step(ẑ0, i, x_t, ε) applied n times (Alg. 2)."""
+    m = make_model("t2diff")
+    d = m.diffusion
+    d.denoiser = lambda z, x, t: 0.5 * z + 0.1 * x + 0.01 * t.float()  # noqa: E731  deterministic stand-in
+    B, L, D = 3, 50, m.cfg.edim
+    x = torch.randn(B, L, D, generator=torch.Generator().manual_seed(0))
+    mask = torch.ones(B, L, dtype=torch.bool)
+    for n in (50, 7):
+        out = d.sample(x, mask, num_steps=n, generator=torch.Generator().manual_seed(4))
+        Lp = d.unet.padded_length(L)
+        xp = torch.nn.functional.pad(x, (0, 0, Lp - L, 0))
+        mp = torch.nn.functional.pad(mask, (Lp - L, 0)).unsqueeze(-1).float()
+        noise = torch.randn((n + 1, B, Lp, D), generator=torch.Generator().manual_seed(4)) * mp
+        ts = d.schedule.step_coefficients(n)["timesteps"]
+        z = noise[0]
+        for i in range(n):
+            z = d.schedule.step(d.denoiser(z, xp, ts[i]) * mp, i, z, noise[i + 1], num_steps=n)
+        torch.testing.assert_close(out, x[:, -1] + z[:, -1], rtol=1e-5, atol=1e-5)
