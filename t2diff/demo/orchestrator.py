@@ -3,8 +3,8 @@
 Phases (each logs its wall time; a component that is missing or fails is listed under "skipped" in the report,
 never replaced by made-up figures):
   1. request moments from the KuaiRand-Pure log, day split (warm start | replay), seeded sample;
-  2. one config YAML for every process under ``<out>/state``; serving sees a data dir holding only the warm days
-     (its popularity source and static fallbacks must not know the future);
+  2. one config YAML for every process under ``<out>/state``; serving's popularity counts come from the warm
+     days only (it must not know the future);
   3. offline warm start (``t2diff train offline``) of T2Diff and of the SASRec control on the warm days;
   4. the stack: feature consumer (``t2diff stream features``), the warm days' events into the event log,
      the stream trainer (``t2diff train stream``, starting after the warm days), Ray Serve (``t2diff serve``);
@@ -87,19 +87,17 @@ class Demo:
 
     # --- 2. config -------------------------------------------------------------------------------------------
     def write_config(self) -> Path:
-        from t2diff.paths import data_dir
+        import json
+
+        from t2diff.demo.direct import popular_items
 
         self.state.mkdir(parents=True, exist_ok=True)
-        # Serving's data dir: the item/user files as they are, the log cut at the end of the warm days.
-        d = self.state / "data" / "kuairand"
-        d.mkdir(parents=True, exist_ok=True)
-        src = data_dir() / "kuairand"
-        for f in src.iterdir():
-            if f.is_file() and not f.name.startswith("log_standard") and not (d / f.name).exists():
-                (d / f.name).symlink_to(f)
-        from t2diff.data import KUAIRAND_LOG
-
-        self.log_df[self.log_df["time_ms"] < self.split.warm_end_ms].to_csv(d / KUAIRAND_LOG, index=False)
+        # Serving's popularity source: watch counts of the warm days only (it must not know the future).
+        past = self.log_df[self.times < self.split.warm_end_ms]
+        watched = past[(past["is_click"] == 1) | (past["long_view"] == 1)]["video_id"].value_counts()
+        self.popularity_path = self.state / "popularity_warm_days.json"
+        self.popularity_path.write_text(json.dumps({str(int(k)): int(v) for k, v in watched.items()}))
+        self.popular_items = popular_items(self.log_df, self.split.warm_end_ms)
         self.port = _free_port()
         self.ckpt = {"t2diff": self.state / "ckpt" / "t2diff_warm.pt", "sasrec": self.state / "ckpt" / "sasrec_warm.pt"}
         self.arms_file = self.state / "arms.yaml"
@@ -109,7 +107,7 @@ class Demo:
                               "index": "exact", "dataset": "kuairand"},
             "sasrec": {"kind": "model", "registry": False, "checkpoint": str(self.ckpt["sasrec"]),
                        "index": "exact", "dataset": "kuairand"},
-            "popularity": {"kind": "popularity", "dataset": "kuairand"},
+            "popularity": {"kind": "popularity", "dataset": "kuairand", "counts_path": str(self.popularity_path)},
         }
         self.arms = [dict(a, weight=1.0) for a in ARMS if not self.s.arms or a["name"] in self.s.arms]
         self.experiment = {"name": "demo_replay", "salt": f"demo-{self.s.seed}"}
@@ -246,10 +244,9 @@ class Demo:
 
             client = RecallClient(f"http://127.0.0.1:{self.port}", self.arms, self.experiment, self.arms_file,
                                   timeout_s=self.s.http_timeout_s)
-            data_env = {"T2DIFF_DATA_DIR": str(self.state / "data")}
             try:
                 stack.start("serve", t2diff_cmd("serve", "--config", cfg), ready=client.healthy,
-                            timeout_s=self.s.startup_timeout_s, env=data_env)
+                            timeout_s=self.s.startup_timeout_s)
                 log.info("recall client mode: %s", client.detect_mode())
                 self.client = client
             except (ChildDied, TimeoutError) as e:
@@ -263,13 +260,13 @@ class Demo:
 
     def _direct_client(self, warm: pd.DataFrame):
         """Degraded mode: the same arms answered in process (no HTTP, no serving latency)."""
-        from t2diff.demo.direct import DirectRecall, popular_items
+        from t2diff.demo.direct import DirectRecall
 
         self.skipped.append("arms answered IN PROCESS (t2diff.demo.direct), not through the HTTP API: "
                             "latency figures are in-process model time, not serving latency")
         client = DirectRecall(self.arms, {"t2diff_frozen": self.ckpt["t2diff"], "sasrec": self.ckpt["sasrec"]},
                               Path(self.cfg["registry"]["root"]) if self.trainer_ok else None,
-                              popular_items(self.log_df, self.split.warm_end_ms))
+                              self.popular_items)
         client.observe_frame(warm)
         return client
 
@@ -319,6 +316,8 @@ class Demo:
 
         t = time.time()
         rows = self.events_df[(self.event_times >= self.split.warm_end_ms) & (self.event_times < self.split.replay_end_ms)]
+        if not self.s.replay_impressions:  # the issue's stream: clicks, plays / long views, likes, follows
+            rows = rows[rows["event_type"] != "impression"]
         events = timed_events(rows)
         nxt = next(events, None)
         span_ms = self.split.replay_end_ms - self.split.warm_end_ms

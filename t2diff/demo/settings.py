@@ -33,7 +33,8 @@ class DemoSettings(Section):
     # --- stack ---
     offline_preset: str = "quick"
     offline_epochs: int | None = Field(None, ge=1, description="override the preset's epochs for the warm start")
-    replay_minutes: float = Field(3.0, ge=0, description="spread the replay over this much wall time (0 = flat out)")
+    replay_impressions: bool = Field(False, description="also replay impressions (doubles the stream volume)")
+    replay_minutes: float = Field(4.0, ge=0, description="spread the replay over this much wall time (0 = flat out)")
     replay_batch: int = Field(500, ge=1, description="events produced per flush while replaying")
     drain_timeout_s: float = Field(60.0, ge=0, description="wait this long at the end for consumers to catch up")
     startup_timeout_s: float = Field(240.0, gt=0)
