@@ -221,8 +221,9 @@ def plot_report(rep: Mapping[str, Any], out_dir: Path) -> dict[str, Path]:
             ax.plot(t, s["recall"], marker="o", color=colors.get(a), label=f"{a} (serving, counterfactual)")
         if not tp.empty and {"event_ts_ms", "recall"} <= set(tp.columns):
             t = [datetime.fromtimestamp(v / 1000, timezone.utc) for v in tp["event_ts_ms"]]
-            ax.plot(t, tp["recall"], color="black", ls="--", label="trainer prequential Recall@K")
+            ax.plot(t, tp["recall"], color="black", ls="--", label=f"trainer prequential ({tp['metric'].iloc[-1] if 'metric' in tp else 'Recall@K'})")
         ax.set_ylabel("recall of next-watched items")
+        ax.set_xlabel("event time (UTC)")
         ax.set_title("Prequential recall over the replay (test-then-train)")
         ax.legend(fontsize=8)
         fig.autofmt_xdate()
