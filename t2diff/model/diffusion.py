@@ -56,11 +56,20 @@ class DriftDiffusion(nn.Module):
         if cfg.infer_steps:
             self.schedule.set_timesteps(cfg.infer_steps)
         self.unet = UNet1D(cfg.edim, tuple(cfg.unet_channels), cfg.diffusion_steps, cfg.step_weight)
-        self.denoiser = self.unet  # may be swapped for a torch.compile'd wrapper (see compile_denoiser)
+        # Denoiser used by the reverse loop: the U-Net itself, or a torch.compile'd wrapper of it. Kept out of
+        # the module registry (object.__setattr__) so state_dict keys never change with compilation.
+        object.__setattr__(self, "_denoiser", None)
+
+    @property
+    def denoiser(self):
+        return self._denoiser if self._denoiser is not None else self.unet
+
+    def set_denoiser(self, fn) -> None:
+        object.__setattr__(self, "_denoiser", fn)
 
     def compile_denoiser(self, **kwargs) -> None:
         """Opt-in torch.compile of the U-Net call (eager by default)."""
-        self.denoiser = torch.compile(self.unet, **kwargs)
+        self.set_denoiser(torch.compile(self.unet, **kwargs))
 
     def _pad(self, *ts: torch.Tensor) -> list[torch.Tensor]:
         """Left zero-pad (B, L, ...) tensors along dim 1 to the U-Net's length."""

@@ -67,7 +67,7 @@ def test_sample_loop_equals_schedule_steps():
     """The fused reverse loop equals x_{t-1} = schedule.step(ẑ0, i, x_t, ε) applied n times (Alg. 2)."""
     m = make_model("t2diff")
     d = m.diffusion
-    d.denoiser = lambda z, x, t: 0.5 * z + 0.1 * x + 0.01 * t.float()  # noqa: E731  deterministic stand-in
+    d.set_denoiser(lambda z, x, t: 0.5 * z + 0.1 * x + 0.01 * t.float())  # deterministic stand-in
     B, L, D = 3, 50, m.cfg.edim
     x = torch.randn(B, L, D, generator=torch.Generator().manual_seed(0))
     mask = torch.ones(B, L, dtype=torch.bool)
