@@ -22,13 +22,16 @@ def build_app(settings: ServingSettings) -> Any:
             continue  # no arm can reach it (with an arms file, any source may be switched on later)
         encoders[name] = EncoderDeployment.options(
             name=f"UserEncoder_{name}", num_replicas=settings.encoder_replicas,
+            max_ongoing_requests=settings.max_ongoing_requests,
             ray_actor_options={"num_cpus": 0, "num_gpus": settings.num_gpus_encoder},
             user_config={"version": src.version, "poll_s": src.poll_s, "max_batch_size": settings.batch.max_batch_size,
                          "wait_ms": settings.batch.wait_ms, "num_steps": settings.encoder_steps},
         ).bind(name, cfg)
         retrievers[name] = RetrieverDeployment.options(
-            name=f"Retriever_{name}", num_replicas=settings.retriever_replicas).bind(name, cfg)
-    return IngressDeployment.options(num_replicas=settings.ingress_replicas).bind(cfg, encoders, retrievers)
+            name=f"Retriever_{name}", num_replicas=settings.retriever_replicas,
+            max_ongoing_requests=settings.max_ongoing_requests).bind(name, cfg)
+    return IngressDeployment.options(num_replicas=settings.ingress_replicas,
+                                     max_ongoing_requests=settings.max_ongoing_requests).bind(cfg, encoders, retrievers)
 
 
 def load_settings(config: str | Path | None = None, **overrides: Any) -> ServingSettings:

@@ -133,6 +133,9 @@ class ServingSettings(Section):
     encoder_replicas: int = Field(1, ge=1)
     retriever_replicas: int = Field(1, ge=1)
     ingress_replicas: int = Field(1, ge=1)
+    # Ray Serve's default (5) caps a replica at 5 requests in flight: the encoder could never fill a batch
+    # and the proxy would queue everything else. Batching needs many requests in flight per replica.
+    max_ongoing_requests: int = Field(256, ge=1)
     # Reverse diffusion steps at serving (None = the model's own, T=50). Paper Table 4: T=10 loses ~0.005
     # R@20 and is 3x faster; the latency budget decides.
     encoder_steps: int | None = Field(None, ge=1)

@@ -75,9 +75,12 @@ def synthetic_catalog(num_items: int, num_tags: int = 20, max_tags: int = 3, see
 
 def build_world(root: Path, num_items: int = 200, num_users: int = 300, dataset: str | None = None,
                 arch: str = "t2diff", baseline_arch: str = "sasrec", seed: int = 0,
-                serving: dict[str, Any] | None = None) -> World:
+                serving: dict[str, Any] | None = None, model_path: Path | None = None,
+                baseline_path: Path | None = None) -> World:
     """Write everything under ``root``. ``dataset`` ("ml-1m"): the real catalogue and each user's last 50
-    items as session features; otherwise a synthetic catalogue of ``num_items`` with random histories."""
+    items as session features; otherwise a synthetic catalogue of ``num_items`` with random histories.
+    ``model_path`` / ``baseline_path``: trained checkpoints to serve (their catalogue must be the data
+    set's); without them untrained models of the default config stand in."""
     import torch
 
     from t2diff.model import ModelConfig, build_model, save_checkpoint
@@ -118,14 +121,26 @@ def build_world(root: Path, num_items: int = 200, num_users: int = 300, dataset:
     pop = {str(int(i)): int(c) for i, c in zip(ids, counts)}
     (root / "popularity.json").write_text(json.dumps(pop))
 
-    cfg = ModelConfig(arch=arch, num_items=catalog.num_items, num_tags=catalog.num_tags,
-                      max_tags=catalog.max_tags)
+    trained = None
+    if model_path is not None:
+        from serving.encoder import catalog_of
+        from t2diff.model import load_checkpoint
+
+        trained, extra = load_checkpoint(model_path)
+        catalog = catalog_of(extra)
+    cfg = trained.cfg if trained is not None else ModelConfig(
+        arch=arch, num_items=catalog.num_items, num_tags=catalog.num_tags, max_tags=catalog.max_tags)
     registry_root = root / "registry"
     index_uri = str(root / "milvus" / "items.db")
     base_cfg = ModelConfig(arch=baseline_arch, num_items=catalog.num_items, num_tags=catalog.num_tags,
                            max_tags=catalog.max_tags)
-    save_checkpoint(root / "baseline.pt", build_model(base_cfg, torch.as_tensor(catalog.tags)),
-                    catalog=catalog.to_dict())
+    if baseline_path is not None:
+        import shutil
+
+        shutil.copyfile(baseline_path, root / "baseline.pt")
+    else:
+        save_checkpoint(root / "baseline.pt", build_model(base_cfg, torch.as_tensor(catalog.tags)),
+                        catalog=catalog.to_dict())
     sv: dict[str, Any] = {
         "port": 18000,
         "feedback_log": str(root / "feedback.jsonl"),
@@ -149,6 +164,6 @@ def build_world(root: Path, num_items: int = 200, num_users: int = 300, dataset:
     }, sort_keys=False))
     world = World(root, config_path, registry_root, index_uri, catalog, users, cfg)
     if world.registry().latest() is None:
-        world.publish(build_model(cfg, torch.as_tensor(catalog.tags)))
+        world.publish(trained if trained is not None else build_model(cfg, torch.as_tensor(catalog.tags)))
     log.info("serving world at %s: %d items, %d users", root, catalog.num_items, len(users))
     return world

@@ -1,0 +1,208 @@
+"""``t2diff bench serve``: open-loop load on loopback against a locally started app.
+
+Requests are scheduled at fixed intervals (open loop) and latency is measured from the *scheduled* send time,
+so a stalled server shows up as latency instead of silently lowering the offered rate (coordinated
+omission). Bounded: ``rate * duration`` requests at most per phase and a hard deadline per phase.
+
+Phases, all in one run and one app: the treatment arm (T2Diff: Feast-style features -> diffusion user tower ->
+Milvus) at each rate; the same rates on the control arm (SASRec two-tower, exact search) and on the
+popularity arm (no model: the cost of Ray Serve + HTTP alone) as baselines, switched by rewriting the arms
+file (no restart); a model version swap under load.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import platform
+import socket
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+
+async def _load(url: str, users: list[int], rate: float, duration_s: float, k: int, seed: int = 0,
+                max_requests: int | None = None) -> dict[str, Any]:
+    import httpx
+
+    n = int(rate * duration_s) if max_requests is None else min(max_requests, int(rate * duration_s))
+    rng = np.random.default_rng(seed)
+    picks = rng.choice(users, n)
+    lat, codes, fallbacks, versions = [], [], 0, {}
+    errors: dict[str, int] = {}
+    limits = httpx.Limits(max_connections=512, max_keepalive_connections=512)
+    async with httpx.AsyncClient(base_url=url, timeout=10.0, limits=limits) as client:
+        t0 = time.perf_counter()
+
+        async def one(i: int) -> None:
+            nonlocal fallbacks
+            due = t0 + i / rate
+            delay = due - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            try:
+                r = await client.post("/recall", json={"user_id": int(picks[i]), "k": k})
+                codes.append(r.status_code)
+                if r.status_code == 200:
+                    b = r.json()
+                    fallbacks += bool(b["fallback"])
+                    versions[b["model_version"]] = versions.get(b["model_version"], 0) + 1
+                else:
+                    errors[str(r.status_code)] = errors.get(str(r.status_code), 0) + 1
+            except Exception as e:
+                codes.append(-1)
+                errors[type(e).__name__] = errors.get(type(e).__name__, 0) + 1
+            lat.append(time.perf_counter() - due)
+
+        await asyncio.wait_for(asyncio.gather(*(one(i) for i in range(n))), timeout=duration_s + 60)
+        wall = time.perf_counter() - t0
+    a = np.asarray(lat) * 1000.0
+    ok = sum(c == 200 for c in codes)
+    return {"rate": rate, "requests": n, "ok": ok, "errors": n - ok, "error_kinds": errors,
+            "fallbacks": fallbacks, "p50_ms": float(np.percentile(a, 50)), "p99_ms": float(np.percentile(a, 99)),
+            "mean_ms": float(a.mean()), "throughput_rps": ok / wall, "wall_s": wall, "versions": versions}
+
+
+def load(url: str, users: list[int], rate: float, duration_s: float, k: int = 20, seed: int = 0) -> dict[str, Any]:
+    return asyncio.run(_load(url, users, rate, duration_s, k, seed))
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _set_arms(path: Path, source_weights: dict[str, float]) -> None:
+    arms = [{"name": n, "weight": w, "source": n} for n, w in source_weights.items()]
+    path.write_text(json.dumps({"salt": "bench", "arms": arms}))
+    t = time.time() + 1
+    os.utime(path, (t, t))
+
+
+def run_bench(dataset: str | None, num_items: int, rates: list[float], duration_s: float,
+              baseline_duration_s: float, swap_rate: float, swap_duration_s: float, steps: int | None,
+              root: Path, model_path: Path | None = None, baseline_path: Path | None = None,
+              k: int = 20) -> dict[str, Any]:
+    import ray
+    from ray import serve
+
+    from serving.app import build_app, load_settings
+    from serving.world import build_world
+
+    t_start = time.perf_counter()
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one INFO line per request would cost CPU here
+    # Ray first: starting it after the loopback Milvus server has come up made its raylet time out here.
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    root.mkdir(parents=True, exist_ok=True)
+    arms_file = root / "arms.json"
+    _set_arms(arms_file, {"t2diff": 1.0, "baseline": 0.0, "popularity": 0.0})
+    world = build_world(root, num_items=num_items, num_users=5000, dataset=dataset, model_path=model_path,
+                        baseline_path=baseline_path,
+                        serving={"arms_file": str(arms_file), "arms_reload_s": 0.5, "encoder_steps": steps, "batch": {"max_batch_size": 32, "wait_ms": 2.0}})
+    port = _free_port()
+    s = load_settings(world.config_path, port=port)
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    serve.run(build_app(s), name="bench", route_prefix="/")
+    url = f"http://127.0.0.1:{port}"
+    users = world.users
+    out: dict[str, Any] = {"dataset": dataset or f"synthetic-{num_items}", "items": int(world.catalog.num_items),
+                           "users": len(users), "encoder_steps": steps or world.model_cfg.diffusion_steps,
+                           "arch": world.model_cfg.arch, "k": k, "phases": []}
+    try:
+        load(url, users, 20, 5, k)  # warm-up: first batches, JIT-free but cold caches
+        plan = [("t2diff", r, duration_s) for r in rates]
+        plan += [("baseline", r, baseline_duration_s) for r in rates]
+        plan += [("popularity", r, baseline_duration_s) for r in rates]
+        current = "t2diff"
+        for src, rate, dur in plan:
+            if src != current:
+                _set_arms(arms_file, {n: float(n == src) for n in ("t2diff", "baseline", "popularity")})
+                time.sleep(1.5)  # > arms_reload_s
+                current = src
+            res = load(url, users, rate, dur, k)
+            res["source"] = src
+            log.info("%-10s %5.0f rps: p50 %.1f ms p99 %.1f ms, %.0f rps done, %d errors, %d fallbacks", src, rate,
+                     res["p50_ms"], res["p99_ms"], res["throughput_rps"], res["errors"], res["fallbacks"])
+            out["phases"].append(res)
+        # model version swap under load
+        _set_arms(arms_file, {"t2diff": 1.0, "baseline": 0.0, "popularity": 0.0})
+        time.sleep(1.5)
+        import threading
+
+        import torch
+
+        from t2diff.model import build_model
+
+        swap: dict[str, Any] = {}
+
+        def publish() -> None:
+            time.sleep(swap_duration_s / 3)
+            torch.manual_seed(123)
+            t0 = time.perf_counter()
+            swap["version"] = world.publish(build_model(world.model_cfg, torch.as_tensor(world.catalog.tags)))
+            swap["publish_s"] = time.perf_counter() - t0
+
+        th = threading.Thread(target=publish)
+        th.start()
+        res = load(url, users, swap_rate, swap_duration_s, k, seed=1)
+        th.join()
+        res.update(source="t2diff", phase="swap", **swap)
+        log.info("swap: %d requests, %d errors, %d fallbacks, versions %s", res["requests"], res["errors"],
+                 res["fallbacks"], res["versions"])
+        out["swap"] = res
+    finally:
+        serve.shutdown()
+        ray.shutdown()
+        world.stop_index()
+    out["wall_s"] = time.perf_counter() - t_start
+    out["device"] = f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores (shared), no GPU"
+    return out
+
+
+def markdown(res: dict[str, Any], command: str) -> str:
+    lines = [f"### {res['dataset']}: {res['items']} items, {res['users']} users, arch {res['arch']}, "
+             f"{res['encoder_steps']} reverse steps, k={res['k']}",
+             "", f"Command: `{command}`  ", f"Device: {res['device']}; wall time {res['wall_s']:.0f} s", "",
+             "| source | offered rps | requests | p50 ms | p99 ms | mean ms | done rps | errors | fallbacks |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for p in res["phases"]:
+        lines.append(f"| {p['source']} | {p['rate']:.0f} | {p['requests']} | {p['p50_ms']:.1f} | {p['p99_ms']:.1f} | "
+                     f"{p['mean_ms']:.1f} | {p['throughput_rps']:.0f} | {p['errors']} | {p['fallbacks']} |")
+    sw = res.get("swap")
+    if sw:
+        lines += ["", f"Version swap under load ({sw['rate']:.0f} rps, {sw['requests']} requests, new version "
+                  f"{sw.get('version')} published in {sw.get('publish_s', float('nan')):.1f} s mid-run): "
+                  f"{sw['errors']} failed, {sw['fallbacks']} fallbacks, responses by version {sw['versions']}, "
+                  f"p50 {sw['p50_ms']:.1f} ms, p99 {sw['p99_ms']:.1f} ms."]
+    return "\n".join(lines) + "\n"
+
+
+def plot(res: dict[str, Any], path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.5, 3.5))
+    for src in ("t2diff", "baseline", "popularity"):
+        ph = [p for p in res["phases"] if p["source"] == src]
+        if ph:
+            ax.plot([p["rate"] for p in ph], [p["p99_ms"] for p in ph], marker="o", label=f"{src} p99")
+            ax.plot([p["rate"] for p in ph], [p["p50_ms"] for p in ph], marker=".", ls="--", label=f"{src} p50")
+    ax.axhline(15, color="grey", lw=0.8, ls=":", label="p99 goal 15 ms")
+    ax.set_xlabel("offered load (requests/s)")
+    ax.set_ylabel("end-to-end latency (ms)")
+    ax.set_yscale("log")
+    ax.set_title(f"/recall latency, {res['dataset']} ({res['items']} items)")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

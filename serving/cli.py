@@ -1,0 +1,149 @@
+"""``t2diff serve``, ``t2diff ab report``, ``t2diff bench serve``. Heavy imports stay inside handlers."""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from serving.app import load_settings, start
+
+    if args.rollback is not None:
+        return _rollback(args)
+    import ray
+
+    # Ray before anything that may start the loopback Milvus server (see serving/bench.py).
+    ray.init(num_cpus=args.num_cpus, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    config = args.config
+    world = None
+    if args.world:
+        from serving.world import build_world
+
+        world = build_world(Path(args.world), num_items=args.items, dataset=args.dataset,
+                            model_path=Path(args.model) if args.model else None)
+        config = world.config_path
+    settings = load_settings(config, host=args.host, port=args.port)
+    start(settings)
+    print(f"T2Diff recall on http://{settings.host}:{settings.port}  (POST /recall, POST /feedback, GET /healthz, "
+          f"GET /metrics, /docs); Ctrl-C stops", flush=True)
+    deadline = time.monotonic() + args.duration if args.duration else None
+    try:
+        while deadline is None or time.monotonic() < deadline:
+            time.sleep(1.0)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        from ray import serve
+
+        serve.shutdown()
+        ray.shutdown()
+        if world is not None:
+            world.stop_index()
+    return 0
+
+
+def _rollback(args: argparse.Namespace) -> int:
+    """Point the registry's LATEST (and the index alias) at an older version; encoders follow it within
+    their poll interval, without a restart."""
+    from t2diff.index import IndexSettings, ItemIndex
+    from t2diff.registry import ModelRegistry, RegistrySettings
+
+    reg = ModelRegistry(settings=RegistrySettings.load(args.config, key="registry"))
+    before = reg.latest()
+    reg.set_latest(args.rollback)
+    idx = ItemIndex(settings=IndexSettings.load(args.config, key="index"))
+    try:
+        idx.set_live(args.rollback)
+    finally:
+        idx.close()
+    print(f"registry LATEST {before} -> {args.rollback}; index alias -> version {args.rollback}")
+    return 0
+
+
+def _cmd_ab_report(args: argparse.Namespace) -> int:
+    from serving import ab_report
+    from serving.app import load_settings
+
+    path = Path(args.log) if args.log else load_settings(args.config).feedback_path()
+    df = ab_report.load(path)
+    rep = ab_report.report(df, args.control)
+    print(ab_report.format_table(rep))
+    dl = ab_report.daily_lift(df, rep["control"], args.metric)
+    out = Path(args.out) if args.out else path.parent
+    if not dl.empty:
+        png = ab_report.plot_daily(dl, out / f"ab_daily_lift_{args.metric}.png",
+                                   {"evr": "EVR", "play_s": "play time", "follow_rate": "follow rate"}[args.metric])
+        print(f"daily lift plot: {png}")
+    if args.json:
+        (out / "ab_report.json").write_text(json.dumps(rep, indent=1))
+    return 0
+
+
+def _cmd_bench_serve(args: argparse.Namespace) -> int:
+    from serving import bench
+    from t2diff.paths import runs_dir
+
+    root = Path(args.root) if args.root else runs_dir() / f"bench-serve-{time.strftime('%Y%m%d-%H%M%S')}"
+    dataset = None if args.dataset == "synthetic" else args.dataset
+    res = bench.run_bench(dataset, args.items, [float(r) for r in args.rates.split(",")], args.duration,
+                          args.baseline_duration, args.swap_rate, args.swap_duration, args.steps, root,
+                          model_path=Path(args.model) if args.model else None,
+                          baseline_path=Path(args.baseline) if args.baseline else None, k=args.k)
+    cmd = "t2diff " + " ".join(sys.argv[1:]) if sys.argv and "bench" in sys.argv else "t2diff bench serve"
+    md = bench.markdown(res, cmd)
+    print(md)
+    (root / "result.json").write_text(json.dumps(res, indent=1))
+    png = bench.plot(res, root / "latency.png")
+    print(f"results: {root / 'result.json'}; plot: {png}")
+    if args.md:
+        with open(args.md, "a") as f:
+            f.write("\n" + md + f"\nPlot: `{png}`\n")
+    ok = res["swap"]["errors"] == 0 and all(p["errors"] == 0 for p in res["phases"])
+    return 0 if ok else 1
+
+
+def register(groups) -> None:
+    sv = groups.root.add_parser("serve", help="start the Ray Serve recall service locally")
+    sv.add_argument("--config", default=None, help="config YAML (serving, features, registry, index sections)")
+    sv.add_argument("--world", default=None, help="build a self-contained serving world in this dir and serve it")
+    sv.add_argument("--dataset", default=None, help="with --world: ml-1m (real catalogue + histories)")
+    sv.add_argument("--items", type=int, default=1000, help="with --world and no dataset: synthetic items")
+    sv.add_argument("--model", default=None, help="with --world: a trained checkpoint to serve")
+    sv.add_argument("--host", default=None)
+    sv.add_argument("--port", type=int, default=None)
+    sv.add_argument("--num-cpus", type=int, default=2)
+    sv.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
+    sv.add_argument("--rollback", type=int, default=None, metavar="VERSION",
+                    help="point registry LATEST and the index alias at VERSION and exit")
+    sv.set_defaults(func=_cmd_serve)
+
+    ab = groups.group("ab", "A/B experiment tools").add_parser("report", help="per-arm engagement + lift")
+    ab.add_argument("--log", default=None, help="feedback JSONL (default: the config's feedback_log)")
+    ab.add_argument("--config", default=None)
+    ab.add_argument("--control", default=None, help="control arm (default: 'control' or the first arm)")
+    ab.add_argument("--metric", default="evr", choices=["evr", "play_s", "follow_rate"], help="for the daily plot")
+    ab.add_argument("--out", default=None, help="dir for the PNG / JSON (default: next to the log)")
+    ab.add_argument("--json", action="store_true")
+    ab.set_defaults(func=_cmd_ab_report)
+
+    b = groups.group("bench").add_parser("serve", help="load-test the recall service on loopback")
+    b.add_argument("--dataset", default="ml-1m", help="ml-1m | synthetic")
+    b.add_argument("--items", type=int, default=100_000, help="synthetic catalogue size")
+    b.add_argument("--rates", default="50,100,200")
+    b.add_argument("--duration", type=float, default=60.0, help="seconds per treatment rate")
+    b.add_argument("--baseline-duration", type=float, default=20.0, help="seconds per baseline rate")
+    b.add_argument("--swap-rate", type=float, default=100.0)
+    b.add_argument("--swap-duration", type=float, default=30.0)
+    b.add_argument("--steps", type=int, default=None, help="reverse diffusion steps (default: the model's T)")
+    b.add_argument("--model", default=None, help="trained checkpoint (ml-1m) for the treatment arm")
+    b.add_argument("--baseline", default=None, help="trained checkpoint for the control arm")
+    b.add_argument("--k", type=int, default=20)
+    b.add_argument("--root", default=None)
+    b.add_argument("--md", default=None, help="append the markdown result to this file")
+    b.set_defaults(func=_cmd_bench_serve)

@@ -1,0 +1,137 @@
+"""Encoder, model provider and retrievers as plain classes (no Ray)."""
+import numpy as np
+import pytest
+import torch
+
+from serving.encoder import FeastFeatures, History, ModelProvider, StaticFeatures, UserEncoder
+from serving.retriever import ExactRetriever, Retriever
+from serving.types import BackendUnavailable
+from serving.world import synthetic_catalog
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    from t2diff.model import ModelConfig, build_model
+
+    cat = synthetic_catalog(60, seed=1)
+    cfg = ModelConfig(num_items=cat.num_items, num_tags=cat.num_tags, max_tags=cat.max_tags, diffusion_steps=8)
+    torch.manual_seed(0)
+    return cat, cfg, build_model(cfg, torch.as_tensor(cat.tags)), build_model(cfg, torch.as_tensor(cat.tags))
+
+
+def _provider(tiny, ready=lambda v: True):
+    cat, cfg, m1, m2 = tiny
+    models = {1: m1, 2: m2}
+    state = {"latest": 1, "loads": 0}
+
+    def load(v):
+        state["loads"] += 1
+        return models[v], {"catalog": cat.to_dict()}, v
+
+    return ModelProvider(load, latest=lambda: state["latest"], ready=ready), state
+
+
+def test_provider_follows_latest_only_when_ready_and_can_pin(tiny):
+    ready = {1}
+    p, state = _provider(tiny, ready=lambda v: v in ready)
+    assert p.refresh() and p.current().version == 1
+    old = p.current()
+    state["latest"] = 2
+    assert not p.refresh() and p.current() is old  # index has no version 2 yet: stay
+    ready.add(2)
+    assert p.refresh() and p.current().version == 2
+    assert old.model is tiny[2]  # an in-flight batch holding the old object keeps a working model
+    p.pin(1)  # rollback by pin
+    assert p.current().version == 1
+    assert not p.refresh()  # pinned: latest=2 is ignored
+    p.pin(None)
+    assert p.current().version == 2
+    loads = state["loads"]
+    assert not p.refresh() and state["loads"] == loads  # no reload when nothing changed
+
+
+def test_provider_keeps_serving_when_a_load_fails(tiny):
+    p, state = _provider(tiny)
+    p.refresh()
+    state["latest"] = 3  # not loadable
+    assert not p.refresh() and p.current().version == 1 and "KeyError" in p.last_error
+
+
+def test_encoder_statuses_and_vectors(tiny):
+    cat, cfg, m1, _ = tiny
+    p, _ = _provider(tiny)
+    p.refresh()
+    raw = cat.raw_ids
+    feats = StaticFeatures({
+        1: History(raw[:5].tolist(), list(range(1000, 1005))),
+        2: History([999_999], [1]),  # only items the model does not know
+        3: History(raw[10:70].tolist() + raw[:3].tolist(), None),  # longer than L, no times
+    })
+    enc = UserEncoder(p, feats, seed=0)
+    r = enc.encode_batch([1, 2, 3, 4])
+    assert [x.status for x in r] == ["ok", "empty_history", "ok", "unknown_user"]
+    assert len(r[0].vector) == cfg.user_dim and r[0].version == 1 and r[0].seen == raw[:5].tolist()
+    assert r[1].seen == [999_999] and r[3].vector is None
+    # the vector is the model's own encoding of the same history (alone in its batch: same noise draw)
+    one = UserEncoder(p, feats, seed=0).encode_batch([1])[0]
+    hist = torch.zeros((1, cfg.seq_len), dtype=torch.long)
+    hist[0, -5:] = torch.arange(1, 6)
+    ts = torch.zeros((1, cfg.seq_len), dtype=torch.long)
+    ts[0, -5:] = torch.arange(1000, 1005)
+    g = torch.Generator().manual_seed(0)
+    with torch.inference_mode():
+        ref = m1.encode_users(hist, ts, ts.max(1).values, generator=g)[0]
+    assert np.allclose(one.vector, ref.numpy(), atol=1e-5)
+
+
+def test_encoder_without_model_or_features():
+    p = ModelProvider(lambda v: (_ for _ in ()).throw(KeyError("empty registry")), latest=lambda: None)
+    p.refresh()
+    assert [x.status for x in UserEncoder(p, StaticFeatures({})).encode_batch([1, 2])] == ["model_unavailable"] * 2
+
+
+def test_feast_unreachable_is_features_unavailable(tmp_path, tiny):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("features:\n  online_store: redis\n  redis_connection_string: 127.0.0.1:1\n"
+                   f"  repo_dir: {tmp_path / 'repo'}\n")
+    f = FeastFeatures(cfg)
+    with pytest.raises(BackendUnavailable) as e:
+        f.histories([1])
+    assert e.value.kind == "features_unavailable"
+    p, _ = _provider(tiny)
+    p.refresh()
+    assert UserEncoder(p, f).encode_batch([1])[0].status == "features_unavailable"
+
+
+def test_exact_retriever_matches_brute_force_and_excludes():
+    rng = np.random.default_rng(0)
+    ids, vecs = np.arange(100, 400), rng.normal(size=(300, 8)).astype(np.float32)
+    q = rng.normal(size=(3, 8)).astype(np.float32)
+    ex = ExactRetriever(ids, vecs, version=5)
+    top = ex.search(q, 10, [[], ids[np.argmax(vecs @ q[1])].tolist() and [int(ids[np.argmax(vecs @ q[1])])], []])
+    for b in (0, 2):
+        assert [i for i, _ in top[b]] == ids[np.argsort(-(vecs @ q[b]))[:10]].tolist()
+    assert int(ids[np.argmax(vecs @ q[1])]) not in [i for i, _ in top[1]] and len(top[1]) == 10
+    with pytest.raises(BackendUnavailable):
+        ex.search(q, 5, version=6)  # never mix versions
+
+
+def test_retriever_batches_by_version_and_trims_k():
+    calls = []
+
+    class S:
+        def search(self, vectors, k, exclude=None, version=None):
+            calls.append((len(vectors), k, version))
+            return [[(i, 1.0) for i in range(k)] for _ in vectors]
+
+    r = Retriever(S()).search_batch([([0.0], 3, [], 1), ([0.0], 5, [], 1), ([0.0], 2, [], 2)])
+    assert sorted(calls) == [(1, 2, 2), (2, 5, 1)]
+    assert [len(x.items) for x in r] == [3, 5, 2] and [x.version for x in r] == [1, 1, 2]
+
+    class Down:
+        def search(self, *a, **k):
+            raise ConnectionError("milvus gone")
+
+    with pytest.raises(BackendUnavailable) as e:
+        Retriever(Down()).search_batch([([0.0], 3, [], 1)])
+    assert e.value.kind == "index_unavailable"
