@@ -19,7 +19,7 @@ from typing import Any, Callable
 
 import pandas as pd
 
-from feature_store.repo import PUSH_SOURCE, open_store
+from feature_store.repo import PUSH_SOURCE, USER_SERVICE, open_store
 from feature_store.session import SessionRules, UserState, apply_event, feature_columns
 from feature_store.settings import FeatureSettings
 from feature_store.state import StateStore
@@ -70,6 +70,15 @@ class FeatureConsumer:
         self.stats = ConsumerStats()
         self._lag_at = 0.0
         self._rewind_to_saved()
+        self._warm_up()
+
+    def _warm_up(self) -> None:
+        """Load the registry and open the online store now, so the first event does not pay for it."""
+        try:
+            self.store.get_online_features(features=self.store.get_feature_service(USER_SERVICE),
+                                           entity_rows=[{"user_id": 0}])
+        except Exception:  # the first step will retry and report the real error
+            log.warning("online store warm-up failed", exc_info=True)
 
     def _rewind_to_saved(self) -> None:
         """Resume from the offsets saved with the state: they are never behind the log's committed offsets."""

@@ -60,6 +60,7 @@ def test_events_become_features_and_bad_input_is_dead_lettered(stack):
         "too_old": encode(ev(1, 14, T0 - 60 * MIN)),
     }
     before = {r: dead_count(r) for r in bad}
+    applied_before = REGISTRY.get_sample_value("t2diff_stream_events_applied_total", {"group": "features"}) or 0
     for e in good[:3]:
         produce(log, [e])
     for raw in bad.values():
@@ -71,6 +72,10 @@ def test_events_become_features_and_bad_input_is_dead_lettered(stack):
     c.close()
     assert stats.applied == len(good) and stats.dead == {r: 1 for r in bad}
     assert {r: dead_count(r) - before[r] for r in bad} == {r: 1 for r in bad}
+    applied = REGISTRY.get_sample_value("t2diff_stream_events_applied_total", {"group": "features"})
+    assert applied - applied_before == len(good)
+    assert REGISTRY.get_sample_value("t2diff_stream_consumer_lag", {"topic": "events", "group": "features"}) \
+        == len(good) + len(bad)  # measured before the first batch
 
     u1, u2, u_none = FeatureClient(feats, store=store).get_user_features([1, 2, 7])
     assert u1.last_items == [10, 13, 11] and u1.last_ts_ms == [T0, T0 + 30_000, T0 + MIN]
