@@ -119,6 +119,7 @@ class LocalEventLog(EventLog):
             self._buf.setdefault(topic, []).append((partition_for(key, t.partitions), key, bytes(value), ts))
             if self._buf_since is None:
                 self._buf_since = time.monotonic()
+                self._wake.set()
             n = sum(len(b) for b in self._buf.values())
             if n >= self.max_batch or self.linger_s == 0:
                 self._flush_locked()
@@ -128,14 +129,25 @@ class LocalEventLog(EventLog):
                 self._flusher.start()
 
     def _flush_loop(self) -> None:
+        # Sleeps until something is buffered (no busy wake-ups while idle), then flushes after the linger.
         while not self._closed:
+            self._wake.wait()
+            if self._closed:
+                return
             time.sleep(self.linger_s)
+            failed = False
             with self._lock:
-                if self._buf_since is not None and time.monotonic() - self._buf_since >= self.linger_s:
-                    try:
-                        self._flush_locked()
-                    except Exception:  # keep the buffer; the next flush (or the caller's) retries
-                        log.exception("background flush failed; will retry")
+                self._wake.clear()
+                if self._closed or self._buf_since is None:
+                    continue
+                try:
+                    self._flush_locked()
+                except Exception:  # keep the buffer and retry; the caller's flush() raises the error too
+                    log.exception("background flush failed; retrying in 1 s")
+                    failed = True
+                    self._wake.set()
+            if failed:
+                time.sleep(1.0)
 
     def _flush_locked(self) -> None:
         for topic, rows in list(self._buf.items()):
@@ -178,6 +190,7 @@ class LocalEventLog(EventLog):
         with self._lock:
             self._flush_locked()
             self._closed = True
+            self._wake.set()  # let the flusher thread exit
             for t in self._topics.values():
                 t.con.close()
             self._topics.clear()
