@@ -71,9 +71,14 @@ def format_report(rep: Mapping[str, Any]) -> str:
     meta = rep.get("meta", {})
     lines.append("=" * 100)
     lines.append("T2Diff end-to-end demo: A/B replay on KuaiRand-Pure (counterfactual engagement, 95% CIs)")
-    for k in ("split", "requests_note", "wall_s", "machine", "command"):
+    for k in ("split", "requests_note", "wall_s", "phases_s", "machine", "command", "client_mode",
+              "arm_switch_retries", "fallback_answers", "model_versions_served", "registry_versions",
+              "events_produced", "feedback_events"):
         if k in meta:
-            lines.append(f"  {k}: {meta[k]}")
+            v = meta[k]
+            if k == "model_versions_served":
+                v = {a: (f"{len(x)} versions ({x[0]}..{x[-1]})" if len(x) > 2 else x) for a, x in v.items()}
+            lines.append(f"  {k}: {v}")
     ab = rep["ab"]
     lines.append(f"  request moments: {rep['requests']['moments']}, paired (answered by every arm): "
                  f"{ab.get('paired_requests', 0)}, control arm: {ab.get('control')}")
