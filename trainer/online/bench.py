@@ -235,7 +235,7 @@ def bench_prequential(pretrain_days: float, epochs: int, device: str, arch: str,
         hist.append(uu, idx, t)
     H, HT = hist.fill(rows)
     T, TT = np.asarray(tg), np.asarray(tt)
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)  # official KuaiRand lr; `lr` is the stream's
     t0 = time.time()
     g = np.random.default_rng(seed)
     for ep in range(epochs):

@@ -120,12 +120,13 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         bench.write_section(md, "Event time -> searchable in Milvus", body)
     else:
         r = bench.bench_prequential(args.pretrain_days, args.epochs, args.device, args.arch, out,
-                                    replay_ratio=args.replay_ratio, limit=args.limit)
+                                    replay_ratio=args.replay_ratio, limit=args.limit, lr=args.lr)
         print(bench.to_json(r))
         body = (f"KuaiRand-Pure (tab 1 clicks, users >= 5): pre-trained {r['epochs']} epochs on the first "
                 f"{r['pretrain_days']} days ({r['pretrain_samples']} samples, {r['pretrain_s']:.0f}s), then "
                 f"{r['stream_events']} later events streamed; {r['scored']} positives scored before training; "
-                f"arch {r['arch']}, {r['device']}, replay ratio {r['replay_ratio']}, {r['cold_items']} cold items\n\n"
+                f"arch {r['arch']}, {r['device']}, replay ratio {r['replay_ratio']}, lr {r['lr']}, {r['cold_items']} cold "
+                f"items, stream wall {r['stream_wall_s']:.0f}s\n\n"
                 "| model | Recall@10 | Recall@20 | Recall@100 | MRR@20 |\n|---|---|---|---|---|\n")
         for name in ("frozen", "online"):
             m = r[name]
@@ -192,6 +193,7 @@ def register(groups) -> None:  # noqa: ANN001 -- t2diff.cli.CommandGroups
     b.add_argument("--pretrain-days", dest="pretrain_days", type=float, default=7)
     b.add_argument("--epochs", type=int, default=3)
     b.add_argument("--replay-ratio", dest="replay_ratio", type=float, default=1.0)
+    b.add_argument("--lr", type=float, default=3e-3, help="prequential: the stream trainer's learning rate (pre-training uses 3e-3)")
     b.add_argument("--limit", type=int, default=None, help="stream at most this many events")
     b.set_defaults(func=_cmd_bench)
 
