@@ -72,6 +72,29 @@ def load(url: str, users: list[int], rate: float, duration_s: float, k: int = 20
     return asyncio.run(_load(url, users, rate, duration_s, k, seed))
 
 
+def _cpu_by_process() -> dict[str, float]:
+    """CPU seconds so far of this process and each Ray Serve actor (by role), to split a phase's CPU cost."""
+    import psutil
+
+    out: dict[str, float] = {}
+    me = psutil.Process()
+    for p in [me, *me.children(recursive=True)]:
+        try:
+            title = p.name()
+            cmd = " ".join(p.cmdline())
+            t = p.cpu_times()
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+        role = "loadgen+driver" if p.pid == me.pid else "other"
+        for key in ("ProxyActor", "Ingress", "UserEncoder", "Retriever", "ServeController", "milvus_lite",
+                    "raylet", "gcs_server"):
+            if key in cmd or key in title:
+                role = key
+                break
+        out[role] = out.get(role, 0.0) + t.user + t.system
+    return out
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -125,7 +148,13 @@ def run_bench(dataset: str | None, num_items: int, rates: list[float], duration_
                 _set_arms(arms_file, {n: float(n == src) for n in ("t2diff", "baseline", "popularity")})
                 time.sleep(1.5)  # > arms_reload_s
                 current = src
+            cpu0, la0 = _cpu_by_process(), os.getloadavg()[0]
             res = load(url, users, rate, dur, k)
+            cpu1 = _cpu_by_process()
+            # CPU ms per request by process role: where the time goes on these 2 shared cores
+            res["cpu_ms_per_req"] = {r: round(1000 * (cpu1.get(r, 0) - cpu0.get(r, 0)) / max(1, res["requests"]), 2)
+                                     for r in cpu1 if cpu1.get(r, 0) - cpu0.get(r, 0) > 0.01}
+            res["loadavg_1m"] = [round(la0, 1), round(os.getloadavg()[0], 1)]
             res["source"] = src
             log.info("%-10s %5.0f rps: p50 %.1f ms p99 %.1f ms, %.0f rps done, %d errors, %d fallbacks", src, rate,
                      res["p50_ms"], res["p99_ms"], res["throughput_rps"], res["errors"], res["fallbacks"])
@@ -169,11 +198,15 @@ def markdown(res: dict[str, Any], command: str) -> str:
     lines = [f"### {res['dataset']}: {res['items']} items, {res['users']} users, arch {res['arch']}, "
              f"{res['encoder_steps']} reverse steps, k={res['k']}",
              "", f"Command: `{command}`  ", f"Device: {res['device']}; wall time {res['wall_s']:.0f} s", "",
-             "| source | offered rps | requests | p50 ms | p99 ms | mean ms | done rps | errors | fallbacks |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "| source | offered rps | requests | p50 ms | p99 ms | mean ms | done rps | errors | fallbacks | "
+             "load avg (1 min) | CPU ms/request by process |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for p in res["phases"]:
+        cpu = ", ".join(f"{k} {v:.1f}" for k, v in sorted(p.get("cpu_ms_per_req", {}).items(), key=lambda x: -x[1]))
+        la = p.get("loadavg_1m", ["?", "?"])
         lines.append(f"| {p['source']} | {p['rate']:.0f} | {p['requests']} | {p['p50_ms']:.1f} | {p['p99_ms']:.1f} | "
-                     f"{p['mean_ms']:.1f} | {p['throughput_rps']:.0f} | {p['errors']} | {p['fallbacks']} |")
+                     f"{p['mean_ms']:.1f} | {p['throughput_rps']:.0f} | {p['errors']} | {p['fallbacks']} | "
+                     f"{la[0]} -> {la[1]} | {cpu} |")
     sw = res.get("swap")
     if sw:
         lines += ["", f"Version swap under load ({sw['rate']:.0f} rps, {sw['requests']} requests, new version "

@@ -68,17 +68,21 @@ class IngressCore:
                                         if s.name.endswith("_total"))))
 
     def _producer(self) -> Any:
-        """Feedback as streaming events (same topic the trainer and feature consumer read)."""
+        """Feedback as streaming Events on the same topic the trainer and the feature consumer read, carrying
+        request_id and arm; the idempotency key makes a retried /feedback harmless downstream."""
+        from streaming.events import Event, encode, key_of
         from streaming.log import open_event_log
         from streaming.settings import StreamSettings
 
-        elog = open_event_log(StreamSettings.load(self.s.config_path, key="stream"))
+        st = StreamSettings.load(self.s.config_path, key="stream")
+        elog = open_event_log(st)
 
         def produce(records: list[dict[str, Any]]) -> None:
-            import json
-
             for r in records:
-                elog.produce("feedback", str(r["user_id"]), json.dumps(r).encode())
+                ev = Event(user_id=r["user_id"], item_id=r["item_id"], event_type=r["event"], ts_ms=r["ts_ms"],
+                           play_time_ms=r["play_time_ms"], request_id=r["request_id"][:128], arm=r["arm"],
+                           idempotency_key=f"fb:{r['request_id']}:{r['item_id']}:{r['event']}:{r['ts_ms']}"[:256])
+                elog.produce(st.topic, key_of(ev), encode(ev), timestamp_ms=r["ts_ms"])
             elog.flush()
 
         return produce

@@ -153,3 +153,27 @@ def test_request_id_valid_across_replicas_after_eviction():
     assert RequestIds("other").resolve(rid)[0] is None
     tampered = rid.replace(".control.", ".treatment.")
     assert b.resolve(tampered)[0] is None
+
+
+def test_feedback_also_produced_to_the_event_log(tmp_path):
+    from serving.ingress import IngressCore
+    from streaming.events import decode
+    from streaming.log import open_event_log
+    from streaming.settings import StreamSettings
+
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"stream:\n  log_dir: {tmp_path / 'log'}\n")
+    s = _settings(feedback_to_event_log=True, feedback_log=tmp_path / "fb.jsonl", config_path=cfg)
+    b = Backend()
+    core = IngressCore(s, b.encode, b.search, popularity=POP)
+    r = asyncio.run(core.recall(RecallRequest(user_id=5, k=2)))
+    from serving.schemas import FeedbackRequest
+    core.feedback(FeedbackRequest(events=[
+        FeedbackEvent(request_id=r.request_id, user_id=5, item_id=2, event="play", play_time_ms=8000, ts_ms=1000)]))
+    cons = open_event_log(StreamSettings.load(cfg, key="stream")).consumer("events", "t")
+    recs = cons.poll(100, 1.0)
+    assert len(recs) == 1
+    ev = decode(recs[0].value)
+    assert (ev.user_id, ev.item_id, ev.event_type.value, ev.arm, ev.request_id) == (5, 2, "play", "treatment",
+                                                                                   r.request_id)
+    assert len(read_feedback(tmp_path / "fb.jsonl")) == 1
