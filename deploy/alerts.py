@@ -27,7 +27,7 @@ FEATURE_LAG_S = 30.0  # event -> session features p99
 MODEL_LAG_S = 600.0  # event -> searchable in a published model version (p90)
 INDEX_LAG_S = 120.0  # one publish: registry + Milvus upsert/index/alias (p90)
 CONSUMER_LAG_RECORDS = 10_000
-DEAD_LETTER_RATIO = 0.01  # of all records the consumer handled
+DEAD_LETTER_RATIO = 0.01  # of the records a stage (feature consumer, trainer) handled
 
 
 def _rule(name: str, expr: str, for_: str, severity: str, summary: str, description: str) -> dict[str, Any]:
@@ -35,10 +35,21 @@ def _rule(name: str, expr: str, for_: str, severity: str, summary: str, descript
             "annotations": {"summary": summary, "description": description}}
 
 
+def _dead_letter_ratio() -> str:
+    """Dead letters / records handled, per stage, each against its own denominator: the feature consumer
+    handles applied + dead-lettered records; the trainer counts every record it consumed."""
+    def dl(stage: str) -> str:
+        return f'sum(rate({N.DEAD_LETTERS}{{stage="{stage}"}}[5m]))'
+    features = f"{dl('features')} / (sum(rate({N.STREAM_APPLIED}[5m])) + {dl('features')})"
+    trainer = f"{dl('trainer')} / sum(rate({N.TRAINER_RECORDS}[5m]))"
+    # label_replace tags each ratio with its stage, so `or` keeps both and the alert says which one.
+    return (f'label_replace({features}, "stage", "features", "", "")'
+            f' or label_replace({trainer}, "stage", "trainer", "", "")')
+
+
 def rules() -> dict[str, Any]:
     lat = f"sum by (le, deployment) (rate({N.hist(N.SERVE_LATENCY)}[5m]))"
     apply = f"sum by (le) (rate({N.hist(N.STREAM_APPLY_LATENCY)}[5m]))"
-    handled = f"sum(rate({N.STREAM_APPLIED}[5m])) + sum(rate({N.DEAD_LETTERS}[5m]))"
     return {"groups": [
         {"name": "t2diff-serving", "rules": [
             _rule("T2DiffRecallLatencyP99High", f"histogram_quantile(0.99, {lat}) > {P99_LATENCY_S}", "10m",
@@ -74,11 +85,10 @@ def rules() -> dict[str, Any]:
                   "{{ $value }} records/s with a non-zero lag: the trainer is stuck or crash-looping."),
         ]},
         {"name": "t2diff-dead-letters", "rules": [
-            _rule("T2DiffDeadLetterRateHigh",
-                  f"sum(rate({N.DEAD_LETTERS}[5m])) / ({handled}) > {DEAD_LETTER_RATIO:g}", "10m", "page",
-                  "more than %g%% of events go to dead letters" % (DEAD_LETTER_RATIO * 100),
-                  "{{ $value | humanizePercentage }} of handled records were dead-lettered; the reasons are on "
-                  "the pipeline dashboard (dead letters by reason)."),
+            _rule("T2DiffDeadLetterRateHigh", f"({_dead_letter_ratio()}) > {DEAD_LETTER_RATIO:g}", "10m", "page",
+                  "more than %g%% of records go to dead letters at stage {{ $labels.stage }}" % (DEAD_LETTER_RATIO * 100),
+                  "{{ $value | humanizePercentage }} of the records the {{ $labels.stage }} stage handled were "
+                  "dead-lettered; the reasons are on the pipeline dashboard (dead letters by reason)."),
         ]},
     ]}
 
