@@ -71,3 +71,15 @@ def test_empty_log_is_a_clear_error(tmp_path):
     (tmp_path / "e.jsonl").write_text("")
     with pytest.raises(ValueError, match="no feedback"):
         ab_report.load(tmp_path / "e.jsonl")
+
+
+def test_cli_ab_report_prints_table_and_writes_png(tmp_path, capsys):
+    from t2diff.cli import main
+
+    _write_log(tmp_path / "fb.jsonl", {"control": 0.2, "treatment": 0.3}, users=300, imps=4)
+    assert main(["ab", "report", "--log", str(tmp_path / "fb.jsonl"), "--out", str(tmp_path / "o"), "--json"]) == 0
+    out = capsys.readouterr().out
+    assert "lift treatment vs control" in out and "EVR" in out
+    assert (tmp_path / "o" / "ab_daily_lift_evr.png").exists()
+    rep = json.loads((tmp_path / "o" / "ab_report.json").read_text())
+    assert rep["arms"]["treatment"]["lift"]["evr"]["value"] > 0
