@@ -87,8 +87,10 @@ def test_default_render_is_valid(default_docs):
     assert set(k["Deployment"]) == {"rec-t2diff-consumer", "rec-t2diff-trainer", "rec-t2diff-serving"}
     assert "RayService" not in k and "ServiceMonitor" not in k and "PrometheusRule" not in k
     assert set(k["PersistentVolumeClaim"]) == {"rec-t2diff-runs"}
+    for single in ("rec-t2diff-trainer", "rec-t2diff-consumer"):  # single writers, never two at once
+        dep = k["Deployment"][single]
+        assert dep["spec"]["replicas"] == 1 and dep["spec"]["strategy"]["type"] == "Recreate"
     trainer = k["Deployment"]["rec-t2diff-trainer"]
-    assert trainer["spec"]["replicas"] == 1 and trainer["spec"]["strategy"]["type"] == "Recreate"
     assert "nvidia.com/gpu" not in str(trainer["spec"]["template"]["spec"]["containers"][0]["resources"])
 
 
@@ -204,10 +206,13 @@ def test_default_config_validates(default_docs, tmp_path):
         assert s["serving"].host == "0.0.0.0" and str(s["serving"].config_path) == "/etc/t2diff/config.yaml"
     if "stream" in s:
         assert s["stream"].backend == "local"  # no Kafka configured: embedded log
+    if "index" in s:
+        assert s["index"].uri == "http://rec-milvus:19530"  # bundled Milvus by default
 
 
 def test_endpoints_reach_the_sections(helm, tmp_path):
     docs = chart.render({
+        "milvus": {"enabled": False},
         "externalKafka": {"bootstrapServers": "k1:9092, k2:9092"},
         "externalRedis": {"host": "redis.db", "port": 6380},
         "externalMilvus": {"uri": "http://milvus.db:19530"},
@@ -228,6 +233,33 @@ def test_endpoints_reach_the_sections(helm, tmp_path):
     assert bundled["index"]["uri"] == "http://rec-milvus:19530"
 
 
+def test_unworkable_setups_are_refused(helm):
+    with pytest.raises(chart.ChartError, match="shared Milvus server"):
+        chart.render(set_args=["milvus.enabled=false"], helm=helm)
+    with pytest.raises(chart.ChartError, match="not both"):
+        chart.render(set_args=["externalMilvus.uri=http://m:19530"], helm=helm)  # milvus.enabled defaults to true
+    with pytest.raises(chart.ChartError, match="not both"):
+        chart.render(set_args=["kafka.enabled=true", "externalKafka.bootstrapServers=k:9092"], helm=helm)
+
+
+def test_embedded_stores_colocate_pods(helm, default_docs, all_on_docs):
+    def affinities(docs):
+        return {name: tpl["spec"].get("affinity") for name, tpl in _pod_specs(docs)}
+
+    # Embedded log + SQLite online store: every pod requires the node of the release's other pods.
+    for name, aff in affinities(default_docs).items():
+        term = aff["podAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"][0]
+        assert term["topologyKey"] == "kubernetes.io/hostname", name
+        assert term["labelSelector"]["matchLabels"]["app.kubernetes.io/instance"] == "rec"
+    # Kafka + Redis + Milvus servers: nothing to share on disk, pods spread freely.
+    assert all(a is None for a in affinities(all_on_docs).values())
+    own = {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
+        {"matchExpressions": [{"key": "gpu", "operator": "Exists"}]}]}}}
+    docs = chart.render({"trainer": {"affinity": own}}, helm=helm)
+    assert affinities(docs)["rec-t2diff-trainer"] == own
+    assert chart.validate(docs) == []
+
+
 def test_config_typo_fails_validation(helm, tmp_path):
     from pydantic import ValidationError
 
@@ -242,7 +274,7 @@ def test_values_schema_in_sync_and_enforced(helm):
     assert (chart.CHART_DIR / "values.schema.json").read_text() == values_schema.render(), \
         "run `python -m deploy.values_schema`"
     for bad, msg in [("consumer.replicaCont=2", "replicaCont"), ("config.strem.backend=kafka", "strem"),
-                     ("consumer.replicaCount=many", "want integer"), ("serving.httpPort=0", "minimum")]:
+                     ("serving.replicaCount=many", "want integer"), ("serving.httpPort=0", "minimum")]:
         with pytest.raises(chart.ChartError, match=msg):
             chart.render(set_args=[bad], helm=helm)
     with pytest.raises(chart.ChartError, match="key"):

@@ -168,3 +168,47 @@ checksum/config: {{ include "t2diff.configDoc" $root | sha256sum }}
 {{ toYaml . }}
 {{- end }}
 {{- end -}}
+
+{{/* True (non-empty) when some process keeps SQLite files on the shared volume that other pods also open. */}}
+{{- define "t2diff.embeddedStores" -}}
+{{- if or (not (include "t2diff.kafkaBootstrap" .)) (not (include "t2diff.redisAddress" .)) -}}true{{- end -}}
+{{- end -}}
+
+{{/*
+Pod affinity: the component's own, else (embedded stores + colocateEmbedded) "on the node of the other t2diff
+pods of this release". The first pod matches its own term, which Kubernetes accepts when no peer runs yet.
+Call with (list $ .affinity); renders nothing or an `affinity:` block.
+*/}}
+{{- define "t2diff.affinity" -}}
+{{- $root := index . 0 -}}
+{{- $own := index . 1 -}}
+{{- if $own -}}
+affinity:
+  {{- toYaml $own | nindent 2 }}
+{{- else if and $root.Values.colocateEmbedded (include "t2diff.embeddedStores" $root) -}}
+affinity:
+  podAffinity:
+    requiredDuringSchedulingIgnoredDuringExecution:
+      - topologyKey: kubernetes.io/hostname
+        labelSelector:
+          matchLabels:
+            app.kubernetes.io/instance: {{ $root.Release.Name }}
+            app.kubernetes.io/name: {{ include "t2diff.name" $root }}
+{{- end -}}
+{{- end -}}
+
+{{/* Refuse set-ups that cannot work, at render time. */}}
+{{- define "t2diff.guards" -}}
+{{- if and .Values.kafka.enabled .Values.externalKafka.bootstrapServers -}}
+{{- fail "set either kafka.enabled or externalKafka.bootstrapServers, not both" -}}
+{{- end -}}
+{{- if and .Values.redis.enabled .Values.externalRedis.host -}}
+{{- fail "set either redis.enabled or externalRedis.host, not both" -}}
+{{- end -}}
+{{- if and .Values.milvus.enabled .Values.externalMilvus.uri -}}
+{{- fail "set either milvus.enabled or externalMilvus.uri, not both (milvus.enabled is true by default)" -}}
+{{- end -}}
+{{- if and .Values.trainer.enabled .Values.serving.enabled (not (include "t2diff.milvusUri" .)) -}}
+{{- fail "the trainer and serving pods need a shared Milvus server: set milvus.enabled=true or externalMilvus.uri (Milvus Lite listens on 127.0.0.1 of a single pod)" -}}
+{{- end -}}
+{{- end -}}
