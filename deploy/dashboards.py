@@ -6,6 +6,10 @@ Three dashboards, all on one Prometheus data source chosen by the ``datasource``
   t2diff-serving   latency p50/p99 per deployment (histogram_quantile), errors, fallbacks, model versions
   t2diff-pipeline  freshness lags, consumer lag, trainer throughput, prequential recall, dead letters by reason
 Every series comes from deploy.names, which tests check against the metrics defined in the code.
+
+The builder below is small on purpose. grafana-foundation-sdk (Grafana's typed Python builders) was tried first:
+its automatic layout put a full-width panel at x=20 of a 24-wide row and it left every refId empty, so the
+layout, ids and refIds would have had to be set by hand anyway; tests/deploy checks this layout instead.
 """
 from __future__ import annotations
 
