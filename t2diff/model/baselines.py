@@ -40,9 +40,10 @@ class _TwoTowerBase(nn.Module):
     def _canon(self, hist: torch.Tensor) -> torch.Tensor:
         """Last seq_len positions, left-padded with 0: (B, L) -> (B, n)."""
         n = self.cfg.seq_len
-        hist = hist.to(self.device, torch.long)[:, -n:]
-        if hist.numel() and (int(hist.min()) < 0 or int(hist.max()) > self.items.num_items):
+        # Range check on host inputs only: on a GPU tensor it would cost a device sync every step.
+        if hist.device.type == "cpu" and hist.numel() and (int(hist.min()) < 0 or int(hist.max()) > self.items.num_items):
             raise ValueError(f"item index out of range 0..{self.items.num_items}")
+        hist = hist.to(self.device, torch.long)[:, -n:]
         return F.pad(hist, (n - hist.shape[1], 0))
 
     def _user(self, hist: torch.Tensor) -> torch.Tensor:  # (B, n) -> (B, user_dim)
@@ -53,7 +54,8 @@ class _TwoTowerBase(nn.Module):
         target = batch["target"].to(self.device, torch.long)
         logits = e_u @ self.encode_items()[1:].T  # (B, N): padding is never a class (same as T2Diff)
         loss = F.cross_entropy(logits, target - 1)
-        return loss, {"loss": float(loss.detach()), "ce": float(loss.detach())}
+        v = float(loss.detach())  # one host sync per step
+        return loss, {"loss": v, "ce": v}
 
     def encode_users(self, hist: torch.Tensor, hist_ts: torch.Tensor | None = None, now_ts: torch.Tensor | None = None,
                      generator: torch.Generator | None = None, num_steps: int | None = None) -> torch.Tensor:

@@ -69,6 +69,7 @@ def run_encode_bench(device: str, batch_sizes: list[int], steps: list[int], mode
     for B in batch_sizes:
         hist, ts, now = random_histories(B, L, device)
         check: dict[tuple[str, int | None], float] = {}
+        errors: dict[tuple[str, int | None], str] = {}
         cases: list[tuple[str, str, int | None, Any]] = [
             ("mixed_attention (no diffusion)", "eager", 0, lambda: base.encode_users(hist, ts, now))]
         for n in steps:
@@ -78,12 +79,19 @@ def run_encode_bench(device: str, batch_sizes: list[int], steps: list[int], mode
                 else:
                     from t2diff.model.graphed import GraphedEncoder
 
-                    m = random_model("t2diff", device)  # fresh copy: compile mode swaps the denoiser
-                    enc = GraphedEncoder(m, B, num_steps=n, compile=mode.startswith("compile"),
-                                         autocast_dtype=torch.bfloat16 if mode.endswith("bf16") else None)
-                    fn = (lambda enc=enc: enc(hist, ts, now))
-                    check[(mode, n)] = _unet_agreement(m, B, device, mode.endswith("bf16"))
+                    try:
+                        m = random_model("t2diff", device)  # fresh copy: compile mode swaps the denoiser
+                        enc = GraphedEncoder(m, B, num_steps=n, compile=mode.startswith("compile"),
+                                             autocast_dtype=torch.bfloat16 if mode.endswith("bf16") else None)
+                        fn = (lambda enc=enc: enc(hist, ts, now))
+                        check[(mode, n)] = _unet_agreement(m, B, device, mode.endswith("bf16"))
+                    except Exception as e:  # keep the other cases' figures; report the failure in the table
+                        log.exception("%s steps=%s B=%d failed", mode, n, B)
+                        errors[(mode, n)] = f"{type(e).__name__}: {str(e).splitlines()[0][:120]}"
+                        continue
                 cases.append(("t2diff", mode, n, fn))
+        for (mode, n), err in errors.items():
+            rows.append({"arch": "t2diff", "mode": mode, "steps": n, "batch": B, "error": err})
         for arch, mode, n, fn in cases:
             t0 = time.perf_counter()
             sec, reps = _time(fn, device, min_time, min_reps)
@@ -127,6 +135,9 @@ def write_results(rows: list[dict[str, Any]], out_dir: Path, meta: dict[str, Any
              "| arch | mode | steps | batch | ms/batch | µs/user | users/s | U-Net max abs diff vs eager |",
              "|---|---|---|---|---|---|---|---|"]
     for r in rows:
+        if "error" in r:
+            lines.append(f"| {r['arch']} | {r['mode']} | {r['steps']} | {r['batch']} | FAILED: {r['error']} | | | |")
+            continue
         diff = r["unet_max_abs_diff_vs_eager"]
         lines.append(f"| {r['arch']} | {r['mode']} | {r['steps']} | {r['batch']} | {r['ms_per_batch']:.3f} | "
                      f"{r['us_per_user']:.2f} | {r['users_per_s']:,.0f} | {'' if diff is None else f'{diff:.1e}'} |")
@@ -145,7 +156,8 @@ def _plot(rows: list[dict[str, Any]], path: Path, title: str) -> None:
     fig, ax = plt.subplots(figsize=(7, 4.5))
     keys = sorted({(r["arch"], r["mode"], r["steps"]) for r in rows}, key=str)
     for k in keys:
-        pts = sorted((r["batch"], r["users_per_s"]) for r in rows if (r["arch"], r["mode"], r["steps"]) == k)
+        pts = sorted((r["batch"], r["users_per_s"]) for r in rows
+                     if (r["arch"], r["mode"], r["steps"]) == k and "error" not in r)
         ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o",
                 label=f"{k[0]} {k[1]}" + (f" T={k[2]}" if k[2] else ""))
     ax.set_xscale("log", base=2)

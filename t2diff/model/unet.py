@@ -103,8 +103,10 @@ class UNet1D(nn.Module):
         B, L, D = z_t.shape
         if L % self.multiple:
             raise ValueError(f"sequence length {L} is not a multiple of {self.multiple}; pad with padded_length()")
-        temb = self.step_emb[t]  # (B, 2D) or (2D,)
-        h = torch.cat([z_t, x], dim=-1) + self.step_weight * (temb.unsqueeze(-2) if temb.dim() == 2 else temb)
+        # index_select, not step_emb[t]: indexing with a 0-dim tensor calls .item() (a host sync that also
+        # breaks CUDA graph capture)
+        temb = self.step_emb.index_select(0, t.reshape(-1)).unsqueeze(1)  # (B or 1, 1, 2D)
+        h = torch.cat([z_t, x], dim=-1) + self.step_weight * temb
         skips = []
         for i, blk in enumerate(self.down):
             h = blk(h)  # (B, L_i, C_i)

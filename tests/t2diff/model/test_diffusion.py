@@ -82,3 +82,27 @@ def test_sample_loop_equals_schedule_steps():
         for i in range(n):
             z = d.schedule.step(d.denoiser(z, xp, ts[i]) * mp, i, z, noise[i + 1], num_steps=n)
         torch.testing.assert_close(out, x[:, -1] + z[:, -1], rtol=1e-5, atol=1e-5)
+
+
+def test_encode_path_has_no_host_sync():
+    """No .item()/nonzero-style host syncs inside the encode core (they serialise the GPU and break CUDA
+    graph capture): record every aten op it dispatches and look for the scalar read-back op."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Record(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.ops = set()
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.ops.add(str(func.overloadpacket))
+            return func(*args, **(kwargs or {}))
+
+    m = make_model("t2diff").eval()
+    b = make_batch()
+    hist, ts = m._canon(b["hist"], b["hist_ts"])
+    with torch.no_grad(), Record() as rec:
+        m._encode(hist, ts, b["target_ts"], None, 5)
+    assert "aten.index_select" in rec.ops  # the recorder sees the U-Net's ops
+    syncing = {"aten._local_scalar_dense", "aten.nonzero", "aten.item", "aten.masked_select"}
+    assert not rec.ops & syncing, rec.ops & syncing
