@@ -89,3 +89,10 @@ def test_every_query_uses_metrics_defined_in_code(committed, series):
             if metric not in series or label not in series[metric]:
                 problems.append(f"{name}: variable {v['name']} reads {metric}{{{label}}}, not defined in code")
     assert not problems, "\n".join(problems)
+
+
+def test_layout_preview_png(tmp_path, committed):
+    from deploy import preview
+
+    out = preview.draw(committed["t2diff-serving.json"], tmp_path / "serving.png")
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and out.stat().st_size > 10_000
