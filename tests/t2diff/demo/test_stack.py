@@ -56,3 +56,35 @@ def test_death_is_reported(tmp_path):
         with pytest.raises(ChildDied):
             st.check()
         assert st.run("oneshot", [sys.executable, "-c", "raise SystemExit(0)"], timeout_s=30) == 0
+
+
+DRIVER = """
+import sys, time, pathlib
+from t2diff.demo.stack import Stack
+with Stack(pathlib.Path(sys.argv[1])) as st:
+    c = st.start("sleeper", [sys.executable, "-c", "import time; time.sleep(120)"])
+    pathlib.Path(sys.argv[2]).write_text(str(c.proc.pid))
+    time.sleep(120)
+"""
+
+
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
+def test_ctrl_c_and_sigterm_stop_children(tmp_path, sig):
+    import signal
+    import subprocess
+
+    pidfile = tmp_path / "child.pid"
+    drv = subprocess.Popen([sys.executable, "-c", DRIVER, str(tmp_path / "logs"), str(pidfile)])
+    for _ in range(300):
+        if pidfile.exists() and pidfile.read_text():
+            break
+        time.sleep(0.1)
+    child = int(pidfile.read_text())
+    assert _alive(child)
+    drv.send_signal(getattr(signal, sig))
+    drv.wait(timeout=60)
+    for _ in range(100):
+        if not _alive(child):
+            break
+        time.sleep(0.1)
+    assert not _alive(child)
