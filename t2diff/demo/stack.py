@@ -54,6 +54,8 @@ class Stack:
         self.log_dir = Path(log_dir)
         self.log_dir.mkdir(parents=True, exist_ok=True)
         self.env = {**os.environ, **(env or {}), "PYTHONUNBUFFERED": "1"}
+        # A Ray cluster of the parent (e.g. another test's) must not be joined by the demo's serve process.
+        self.env.pop("RAY_ADDRESS", None)
         self.children: dict[str, Child] = {}
         self._old_handlers: dict[int, object] = {}
 
