@@ -38,3 +38,11 @@ def helm() -> str:
 @pytest.fixture(scope="session")
 def promtool() -> str:
     return _tool("promtool")
+
+
+@pytest.fixture(scope="session")
+def code_series():
+    """Exposed series name -> label names, for every metric the code defines (scanned once per session)."""
+    from deploy.metrics_scan import exposed_series, scan_code
+
+    return exposed_series(scan_code())

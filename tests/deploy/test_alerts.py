@@ -8,7 +8,6 @@ from pathlib import Path
 import yaml
 
 from deploy import alerts
-from deploy.metrics_scan import exposed_series, scan_code
 from deploy.promql import check
 
 PROM = Path(alerts.DEPLOY) / "prometheus"
@@ -25,13 +24,12 @@ def test_committed_rules_match_generator():
     assert alerts.OUTPUTS[0].read_text() == alerts.OUTPUTS[1].read_text()
 
 
-def test_required_alerts_and_their_metrics():
+def test_required_alerts_and_their_metrics(code_series):
     rules = {r["alert"]: r for g in alerts.rules()["groups"] for r in g["rules"]}
     assert "histogram_quantile(0.99" in rules["T2DiffRecallLatencyP99High"]["expr"]
     assert "t2diff_stream_apply_latency_seconds_bucket" in rules["T2DiffFeatureFreshnessLagHigh"]["expr"]
     assert "t2diff_dead_letters_total" in rules["T2DiffDeadLetterRateHigh"]["expr"]
-    series = exposed_series(scan_code())
-    problems = [f"{name}: {p}" for name, r in rules.items() for p in check(r["expr"], series)]
+    problems = [f"{name}: {p}" for name, r in rules.items() for p in check(r["expr"], code_series)]
     assert not problems, "\n".join(problems)
     for r in rules.values():
         assert r["labels"]["severity"] in {"page", "ticket"} and r["annotations"]["summary"]

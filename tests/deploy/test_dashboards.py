@@ -8,15 +8,14 @@ import re
 import pytest
 
 from deploy import dashboards
-from deploy.metrics_scan import exposed_series, scan_code
 from deploy.promql import check
 
 LABEL_VALUES = re.compile(r"label_values\(\s*([a-zA-Z_:][\w:]*)\s*,\s*(\w+)\s*\)")
 
 
 @pytest.fixture(scope="module")
-def series():
-    return exposed_series(scan_code())
+def series(code_series):
+    return code_series
 
 
 @pytest.fixture(scope="module")
