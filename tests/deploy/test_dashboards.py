@@ -95,3 +95,25 @@ def test_layout_preview_png(tmp_path, committed):
 
     out = preview.draw(committed["t2diff-serving.json"], tmp_path / "serving.png")
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and out.stat().st_size > 10_000
+
+
+def test_a_metric_renamed_in_the_code_fails_the_check(tmp_path, committed):
+    """End to end: copy the files that define metrics, rename one metric, rescan: the dashboards now fail."""
+    import shutil
+
+    from deploy.metrics_scan import REPO_ROOT, exposed_series, scan_code
+
+    for rel in {d.source.split(":")[0] for d in scan_code()}:
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(REPO_ROOT / rel, tmp_path / rel)
+    renamed = 0
+    for f in tmp_path.rglob("*.py"):
+        text = f.read_text()
+        if '"t2diff_dead_letters"' in text:
+            f.write_text(text.replace('"t2diff_dead_letters"', '"t2diff_dead_letterz"'))
+            renamed += 1
+    assert renamed == 1
+    series = exposed_series(scan_code(tmp_path))
+    problems = [x for d in committed.values() for p in d["panels"] for t in p.get("targets", [])
+                for x in check(t["expr"], series)]
+    assert any("t2diff_dead_letters_total" in x for x in problems), problems
