@@ -66,16 +66,15 @@ class EncoderDeployment:
                 log.exception("registry poll failed")
 
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.002)
-    async def _encode(self, user_ids: list[int]) -> list[EncodeResult]:
-        t0 = time.perf_counter()
+    async def _encode(self, reqs: list[tuple[int, float]]) -> list[EncodeResult]:
         # off the event loop so the next batch keeps filling while this one runs the user tower
-        res = await asyncio.to_thread(self.encoder.encode_batch, user_ids)
-        return res if res else [EncodeResult("model_unavailable", encode_ms=(time.perf_counter() - t0) * 1e3)]
+        return await asyncio.to_thread(self.encoder.encode_batch, [u for u, _ in reqs], [d for _, d in reqs])
 
-    async def encode(self, user_id: int) -> EncodeResult:
+    async def encode(self, user_id: int, deadline: float) -> EncodeResult:
+        """``deadline``: time.time() past which the ingress no longer waits (it falls back); shed if reached."""
         if self._poller is None:
             self._poller = asyncio.get_running_loop().create_task(self._poll())
-        return await self._encode(user_id)
+        return await self._encode((user_id, deadline))
 
     def status(self) -> dict[str, Any]:
         lm = self.encoder.provider.current()
@@ -162,7 +161,7 @@ class IngressDeployment:
         serving.ingress.ACTIVE["core"] = self.core
 
     async def _encode(self, source: str, user_id: int) -> EncodeResult:
-        return await self.encoders[source].encode.remote(user_id)
+        return await self.encoders[source].encode.remote(user_id, time.time() + self.s.timeout_s)
 
     async def _search(self, source: str, vector: list[float], k: int, exclude: list[int], version: Any):
         return await self.retrievers[source].search.remote(vector, k, exclude, version)

@@ -118,10 +118,26 @@ class UserEncoder:
 
             self._gen = torch.Generator().manual_seed(seed)
 
-    def encode_batch(self, user_ids: list[int]) -> list[EncodeResult]:
+    def encode_batch(self, user_ids: list[int], deadlines: list[float] | None = None) -> list[EncodeResult]:
+        """``deadlines``: wall-clock times (time.time()) after which the caller has given up on a request."""
+        t0 = time.perf_counter()
+        if deadlines is not None:
+            now = time.time()
+            live = [j for j, d in enumerate(deadlines) if d > now]
+            if len(live) < len(user_ids):
+                out: list[EncodeResult] = [EncodeResult("overloaded", batch_size=len(user_ids))
+                                           for _ in user_ids]
+                if live:
+                    for j, r in zip(live, self.encode_batch([user_ids[j] for j in live])):
+                        out[j] = r
+                for r in out:
+                    r.encode_ms = (time.perf_counter() - t0) * 1000.0
+                return out
+        return self._encode(user_ids, t0)
+
+    def _encode(self, user_ids: list[int], t0: float) -> list[EncodeResult]:
         import torch
 
-        t0 = time.perf_counter()
         lm = self.provider.current()
         if lm is None:
             return [EncodeResult("model_unavailable") for _ in user_ids]

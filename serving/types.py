@@ -5,7 +5,10 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 # Why an encoder could not produce a vector. Each one is a degraded mode answered by the fallback source.
-EncodeStatus = Literal["ok", "unknown_user", "empty_history", "features_unavailable", "model_unavailable"]
+# "overloaded": the request waited in the encoder's queue past its deadline and was shed without running the
+# model (under overload, computing answers nobody waits for any more would starve the fresh requests too).
+EncodeStatus = Literal["ok", "unknown_user", "empty_history", "features_unavailable", "model_unavailable",
+                       "overloaded"]
 
 
 @dataclass

@@ -167,3 +167,38 @@ def build_world(root: Path, num_items: int = 200, num_users: int = 300, dataset:
         world.publish(trained if trained is not None else build_model(cfg, torch.as_tensor(catalog.tags)))
     log.info("serving world at %s: %d items, %d users", root, catalog.num_items, len(users))
     return world
+
+
+def publish_next(root: Path, seed: int = 123) -> int:
+    """Publish a new version of the world's latest model (weights jittered by ``seed``), as the trainer would
+    from its own process: registry (not live), index, then LATEST."""
+    import torch
+
+    from serving.encoder import catalog_of
+    from t2diff.index import ItemIndex
+    from t2diff.registry import ModelRegistry
+
+    doc = yaml.safe_load((Path(root) / "config.yaml").read_text())
+    reg = ModelRegistry(doc["registry"]["root"])
+    model, extra, _ = reg.load()
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.01 * torch.randn(p.shape, generator=g))
+    cat = catalog_of(extra)
+    v = reg.publish(model, extra={"catalog": cat.to_dict()}, set_latest=False)
+    idx = ItemIndex(doc["index"]["uri"])
+    try:
+        with torch.inference_mode():
+            idx.publish(v, cat.raw_ids, model.encode_items()[1:])
+    finally:
+        idx.close()
+    reg.set_latest(v)
+    return v
+
+
+if __name__ == "__main__":  # python -m serving.world publish ROOT [SEED]: used by the bench's swap phase
+    import sys
+
+    if len(sys.argv) >= 3 and sys.argv[1] == "publish":
+        print(publish_next(Path(sys.argv[2]), int(sys.argv[3]) if len(sys.argv) > 3 else 123))

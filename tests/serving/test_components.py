@@ -135,3 +135,15 @@ def test_retriever_batches_by_version_and_trims_k():
     with pytest.raises(BackendUnavailable) as e:
         Retriever(Down()).search_batch([([0.0], 3, [], 1)])
     assert e.value.kind == "index_unavailable"
+
+
+def test_encoder_sheds_requests_past_their_deadline(tiny):
+    import time
+
+    cat, cfg, m1, _ = tiny
+    p, _ = _provider(tiny)
+    p.refresh()
+    feats = StaticFeatures({1: History(cat.raw_ids[:5].tolist()), 2: History(cat.raw_ids[5:9].tolist())})
+    r = UserEncoder(p, feats).encode_batch([1, 2, 1], [time.time() + 60, time.time() - 1, time.time() + 60])
+    assert [x.status for x in r] == ["ok", "overloaded", "ok"] and r[1].vector is None
+    assert len(r[0].vector) == len(r[2].vector) == cfg.user_dim
