@@ -90,6 +90,10 @@ def test_default_render_is_valid(default_docs):
     for single in ("rec-t2diff-trainer", "rec-t2diff-consumer"):  # single writers, never two at once
         dep = k["Deployment"][single]
         assert dep["spec"]["replicas"] == 1 and dep["spec"]["strategy"]["type"] == "Recreate"
+    for dep in k["Deployment"].values():  # slow starts (data, Feast repo, Ray) must not trip the liveness probe
+        c = dep["spec"]["template"]["spec"]["containers"][0]
+        sp = c["startupProbe"]
+        assert sp["periodSeconds"] * sp["failureThreshold"] == 600 and "livenessProbe" in c
     trainer = k["Deployment"]["rec-t2diff-trainer"]
     assert "nvidia.com/gpu" not in str(trainer["spec"]["template"]["spec"]["containers"][0]["resources"])
 

@@ -212,3 +212,12 @@ affinity:
 {{- fail "the trainer and serving pods need a shared Milvus server: set milvus.enabled=true or externalMilvus.uri (Milvus Lite listens on 127.0.0.1 of a single pod)" -}}
 {{- end -}}
 {{- end -}}
+
+{{/* startupProbe: the liveness probe only starts once the process has opened its port. Call with (list $ probe). */}}
+{{- define "t2diff.startupProbe" -}}
+{{- $root := index . 0 -}}
+startupProbe:
+  {{- toYaml (index . 1) | nindent 2 }}
+  periodSeconds: 10
+  failureThreshold: {{ max 1 (div (int $root.Values.startupTimeoutSeconds) 10) }}
+{{- end -}}
