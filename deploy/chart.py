@@ -81,7 +81,7 @@ def render(values: dict[str, Any] | None = None, set_args: list[str] | None = No
     return docs
 
 
-def lint(helm: str | None = None, strict: bool = True) -> str:
+def lint(helm: str | None = None, strict: bool = True, set_args: list[str] | None = None) -> str:
     helm = helm or find_helm()
     if helm is None:
         raise ChartError("helm not found: run `make deploy-tools`")
@@ -89,8 +89,10 @@ def lint(helm: str | None = None, strict: bool = True) -> str:
         chart = Path(tmp) / "t2diff"
         shutil.copytree(CHART_DIR, chart, ignore=shutil.ignore_patterns("charts", "Chart.lock"))
         _stub_dependencies(chart)
-        proc = subprocess.run([helm, "lint", str(chart)] + (["--strict"] if strict else []),
-                              capture_output=True, text=True, timeout=60)
+        cmd = [helm, "lint", str(chart)] + (["--strict"] if strict else [])
+        for a in set_args or []:
+            cmd += ["--set", a]
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
     if proc.returncode != 0:
         raise ChartError(f"helm lint failed:\n{proc.stdout}\n{proc.stderr}")
     return proc.stdout

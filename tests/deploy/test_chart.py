@@ -79,6 +79,7 @@ def all_on_docs(helm):
 
 def test_lint_strict(helm):
     chart.lint(helm)
+    chart.lint(helm, set_args=ALL_ON + ["metrics.grafanaDashboards.enabled=true"])
 
 
 def test_default_render_is_valid(default_docs):
