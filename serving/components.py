@@ -82,8 +82,22 @@ class LazySearcher:
         try:
             return self.index.search(vectors, k, exclude, version=version)
         except Exception as e:
+            if "released" in str(e) and self._load(version):
+                return self.index.search(vectors, k, exclude, version=version)
             self.index = None
             raise BackendUnavailable("index_unavailable", f"{type(e).__name__}: {e}") from e
+
+    def _load(self, version: Any) -> bool:
+        """A Milvus Lite server that restarted comes back with every collection released (not loaded);
+        load the one asked for instead of failing every search until someone republishes."""
+        try:
+            name = self.index.collection_name(version) if version is not None else self.index.settings.alias
+            self.index.client.load_collection(name)
+            log.warning("index collection %s was released (server restart?); loaded it again", name)
+            return True
+        except Exception as e:
+            log.error("could not load released collection for version %s: %s", version, e)
+            return False
 
     def has_version(self, version: Any) -> bool:
         try:

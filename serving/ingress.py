@@ -3,6 +3,7 @@ The FastAPI routes in serving/deployments.py are one-line calls into :class:`Ing
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 from serving.ab import ABRouter
@@ -62,7 +63,11 @@ class IngressCore:
         return FeedbackResponse(accepted=accepted, unknown_request_ids=unknown)
 
     def health(self) -> Health:
-        return Health(status="ok", arms={a.name: a.source for a in self.router.arms()},
+        """Always 200 (the service answers, from the fallback if need be); "degraded" while a backend
+        failure made a request fall back in the last 30 s."""
+        lf = self.pipeline.last_backend_failure
+        degraded = lf is not None and time.time() - lf < 30.0
+        return Health(status="degraded" if degraded else "ok", arms={a.name: a.source for a in self.router.arms()},
                       model_versions=dict(self.metrics.versions()),
                       fallbacks=int(sum(s.value for m in self.metrics.fallbacks.collect() for s in m.samples
                                         if s.name.endswith("_total"))))

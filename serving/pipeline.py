@@ -37,6 +37,11 @@ class RecallPipeline:
                  metrics: ServingMetrics, ids: RequestIds, encode: EncodeFn, search: SearchFn) -> None:
         self.s, self.router, self.popularity, self.m, self.ids = settings, router, popularity, metrics, ids
         self.encode, self.search = encode, search
+        self.last_backend_failure: float | None = None  # time.time() of the last fallback caused by a backend
+
+    # Fallbacks that say something is broken (as opposed to a cold user, which is normal traffic).
+    BACKEND_REASONS = {"features_unavailable", "model_unavailable", "index_unavailable", "encoder_error",
+                       "search_error", "timeout", "overloaded"}
 
     async def recall(self, req: RecallRequest) -> RecallResponse:
         t0 = time.perf_counter()
@@ -75,6 +80,8 @@ class RecallPipeline:
                 self.m.bad_requests.labels("recall", "unknown_user").inc()
                 raise UnknownUser(f"user {req.user_id} has no session features")
             self.m.fallbacks.labels(arm.name, reason).inc()
+            if reason in self.BACKEND_REASONS:
+                self.last_backend_failure = time.time()
             items = self.popularity.top(k, exclude=seen if req.exclude_seen else None)
             source, version = self.s.fallback_source, None
         rid = self.ids.new(arm.name, user_id=req.user_id, source=source,

@@ -174,3 +174,4 @@ def test_milvus_down_falls_back_never_5xx(app):
     assert codes == [200] * 5
     assert set(reasons) == {"index_unavailable"}
     assert 'reason="index_unavailable"' in c.get("/metrics").text
+    assert c.get("/healthz").json()["status"] == "degraded"

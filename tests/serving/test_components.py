@@ -147,3 +147,27 @@ def test_encoder_sheds_requests_past_their_deadline(tiny):
     r = UserEncoder(p, feats).encode_batch([1, 2, 1], [time.time() + 60, time.time() - 1, time.time() + 60])
     assert [x.status for x in r] == ["ok", "overloaded", "ok"] and r[1].vector is None
     assert len(r[0].vector) == len(r[2].vector) == cfg.user_dim
+
+
+@pytest.mark.integration
+def test_milvus_restart_released_collection_is_reloaded(tmp_path):
+    """Milvus Lite brings collections back released after a restart: the retriever loads, not fails."""
+    from serving.components import LazySearcher
+    from serving.settings import ServingSettings
+    from t2diff.index import ItemIndex, stop_lite_server
+
+    uri = str(tmp_path / "m.db")
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"index:\n  uri: {uri}\n")
+    idx = ItemIndex(uri)
+    try:
+        idx.publish(1, [1, 2, 3], np.eye(3, 8))
+        idx.close()
+        stop_lite_server(uri)  # the next client starts a fresh server: collection is on disk, released
+        s = ServingSettings(config_path=cfg, sources={"t2diff": {}, "popularity": {"kind": "popularity"}},
+                            experiment={"arms": [{"name": "a", "weight": 1, "source": "t2diff"}]})
+        ls = LazySearcher(s, "t2diff")
+        assert ls.has_version(1)
+        assert ls.search(np.eye(1, 8), 2, [[]], version=1) == [[(1, 1.0), (2, 0.0)]]
+    finally:
+        stop_lite_server(uri)

@@ -99,6 +99,7 @@ def test_index_down_falls_back_and_counts_error():
     assert r.fallback and r.fallback_reason == "index_unavailable"
     assert [c.item_id for c in r.items] == [100, 102]  # seen 101 excluded from the fallback too
     assert _val(m, "t2diff_serve_errors_total", deployment="retriever", kind="index_unavailable") == 1
+    assert p.last_backend_failure is not None
 
 
 def test_unknown_user_reject_mode_raises():
