@@ -139,6 +139,8 @@ def test_invalid_manifest_is_caught(helm):
 
 def test_selectors_match_pods(all_on_docs, default_docs):
     for docs in (default_docs, all_on_docs):
+        for name, tpl in _pod_specs(docs):
+            assert tpl["spec"]["enableServiceLinks"] is False, name
         pods = {name: t["metadata"]["labels"] for name, t in _pod_specs(docs)}
         for d in docs:
             if d["kind"] == "Deployment":
