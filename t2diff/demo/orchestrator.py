@@ -399,7 +399,13 @@ class Demo:
     def _wait_trainer(self, timeout_s: float) -> bool:
         """The trainer has caught up when a published version covers the newest replayed event (its committed
         offsets move only at checkpoints, so consumer lag would under-report it)."""
-        last = int(self.event_times[self.event_times < self.split.replay_end_ms].max())
+        # max_event_ts_ms of a version = the newest *positive* (click) it trained on
+        ev = self.events_df
+        clicks = ev[(self.event_times >= self.split.warm_end_ms) & (self.event_times < self.split.replay_end_ms)
+                    & (ev["event_type"] == "click")]
+        if clicks.empty:
+            return True
+        last = int(clicks["ts_ms"].max())
         t0, said = time.time(), 0.0
         while time.time() - t0 < timeout_s:
             self.stack.check()
@@ -457,7 +463,8 @@ class Demo:
             "client_mode": None if self.client is None else self.client.mode,
             "arm_switch_retries": None if self.client is None else self.client.switch_retries,
             "fallback_answers": self.fallbacks,
-            "model_versions_served": {a: sorted((str(v) for v in vs), key=lambda x: (len(x), x)) for a, vs in self.versions_seen.items()},
+            "model_versions_served": {a: sorted((str(v) for v in vs if v is not None), key=lambda x: (len(x), x))
+                                      for a, vs in self.versions_seen.items()},
             "registry_versions": len(mon.versions),
             "events_produced": getattr(getattr(self, "producer", None), "count", 0),
             "feedback_events": self.feedback_events,
