@@ -40,6 +40,12 @@ class ItemFeatures:
     duration_ms: int
 
 
+def _session_items(items: list | None, ts: list | None, start: int | None) -> list[int]:
+    if not items or start is None or start < 0:
+        return []
+    return [i for i, t in zip(items, ts or []) if t >= start]
+
+
 def _int(v: Any, default: int = 0) -> int:
     return default if v is None else int(v)
 
@@ -66,7 +72,7 @@ class FeatureClient:
                 user_id=int(u),
                 last_items=list(d["last_items"][i] or []),
                 last_ts_ms=list(d["last_ts_ms"][i] or []),
-                session_items=list(d["session_items"][i] or []),
+                session_items=_session_items(d["last_items"][i], d["last_ts_ms"][i], d["session_start_ms"][i]),
                 session_start_ms=_int(d["session_start_ms"][i]),
                 session_events=_int(d["session_events"][i]),
                 last_event_ms=_int(d["last_event_ms"][i]),

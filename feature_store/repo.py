@@ -132,7 +132,7 @@ def apply_repo(settings: FeatureSettings, materialize_items: bool = True) -> "Fe
 def _empty_user_frame() -> pd.DataFrame:
     cols = {"user_id": "int64", "event_timestamp": "datetime64[ns, UTC]", "created": "datetime64[ns, UTC]"}
     df = pd.DataFrame({c: pd.Series(dtype=t) for c, t in cols.items()})
-    for c in ("last_items", "last_ts_ms", "session_items", "counts", "log_position"):
+    for c in ("last_items", "last_ts_ms", "counts", "log_position"):
         df[c] = pd.Series(dtype=object)
     for c in ("session_start_ms", "session_events", "last_event_ms"):
         df[c] = pd.Series(dtype="int64")

@@ -98,7 +98,7 @@ def apply_event(st: UserState, ev: Event, rules: SessionRules) -> None:
         st.keys = {k: v for k, v in st.keys.items() if v >= horizon}
 
 
-ROW_COLUMNS = ("user_id", "event_timestamp", "created", "last_items", "last_ts_ms", "session_items",
+ROW_COLUMNS = ("user_id", "event_timestamp", "created", "last_items", "last_ts_ms",
                "session_start_ms", "session_events", "last_event_ms", "counts", "log_position")
 
 
@@ -111,7 +111,6 @@ def feature_columns(rows: dict[int, "UserState"], created: datetime) -> dict[str
         cols["created"].append(created)
         cols["last_items"].append(list(st.items))
         cols["last_ts_ms"].append(list(st.ts))
-        cols["session_items"].append(st.session_items())
         cols["session_start_ms"].append(st.session_start_ms)
         cols["session_events"].append(st.session_events)
         cols["last_event_ms"].append(st.last_event_ms)

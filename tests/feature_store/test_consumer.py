@@ -79,6 +79,7 @@ def test_events_become_features_and_bad_input_is_dead_lettered(stack):
 
     u1, u2, u_none = FeatureClient(feats, store=store).get_user_features([1, 2, 7])
     assert u1.last_items == [10, 13, 11] and u1.last_ts_ms == [T0, T0 + 30_000, T0 + MIN]
+    assert u1.session_items == [10, 13, 11]
     assert u1.counts == {"n_impressions": 1, "n_clicks": 2, "n_plays": 1, "n_likes": 0, "n_follows": 0}
     assert u1.session_events == 4 and u1.session_start_ms == T0 and u1.last_event_ms == T0 + 2 * MIN
     assert u2.last_items == [20] and u_none is None

@@ -73,6 +73,7 @@ def check_online(feats, store, states):
         assert [g.counts[c] for c in ("n_impressions", "n_clicks", "n_plays", "n_likes", "n_follows")] == \
             s.counts, f"user {u}: counts differ (lost or double-applied events)"
         assert (g.session_start_ms, g.session_events) == (s.session_start_ms, s.session_events)
+        assert g.session_items == s.session_items()
 
 
 def saved_progress(path):

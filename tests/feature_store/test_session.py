@@ -65,4 +65,4 @@ def test_state_json_roundtrip_and_row():
     back = UserState.from_json(st.to_json())
     assert back == st
     row = feature_row(1, back, created=None)
-    assert row["last_items"] == [1, 2] and row["session_items"] == [1, 2] and row["log_position"] == [3, 17] and row["counts"] == [0, 2, 0, 0, 0]
+    assert row["last_items"] == [1, 2] and "session_items" not in row and row["log_position"] == [3, 17] and row["counts"] == [0, 2, 0, 0, 0]
