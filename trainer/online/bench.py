@@ -270,6 +270,7 @@ def bench_prequential(pretrain_days: float, epochs: int, device: str, arch: str,
     # the replay buffer starts with the pre-training samples (the most recent ones fit)
     tr.replay.add(H, HT, T, TT)
     res = tr.run()
+    score_log = tr.work / "prequential.jsonl"
     tr.close()
     el.close()
     p = res["prequential"]
@@ -277,7 +278,37 @@ def bench_prequential(pretrain_days: float, epochs: int, device: str, arch: str,
             "scored": p["n"], "online": p["online"], "frozen": p["frozen"], "epochs": epochs,
             "pretrain_days": pretrain_days, "pretrain_s": pretrain_s, "stream_wall_s": res["wall_s"],
             "arch": arch, "device": device_name(dev), "replay_ratio": replay_ratio, "lr": lr,
-            "cold_items": res["stats"]["cold_items"]}
+            "cold_items": res["stats"]["cold_items"], "score_log": str(score_log)}
+
+
+def plot_prequential(score_log: str | Path, png: str | Path, window: int = 2000, k: int = 20) -> Path:
+    """Sliding-window Recall@k along the stream, incremental vs frozen, from the per-event score log."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from trainer.online.prequential import read_score_log
+
+    rows = read_score_log(score_log)
+    fig, ax = plt.subplots(figsize=(8, 4))
+    for col, label in (("rank", "incremental trainer"), ("rank_frozen", "frozen pre-trained model")):
+        if not rows or col not in rows[0]:
+            continue
+        hit = np.array([r[col] <= k for r in rows], dtype=np.float64)
+        roll = np.convolve(hit, np.ones(window) / window, mode="valid")  # (E - window + 1,)
+        ax.plot(np.arange(window, len(hit) + 1), roll, label=f"{label} (overall {hit.mean():.4f})")
+    ax.set_xlabel("positives in stream order (each scored before training on it)")
+    ax.set_ylabel(f"Recall@{k}, sliding window of {window}")
+    ax.set_title("Prequential Recall on the KuaiRand-Pure replay")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    png = Path(png)
+    png.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(png, dpi=120)
+    plt.close(fig)
+    return png
 
 
 def write_section(path: Path, title: str, body: str) -> None:

@@ -133,6 +133,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
             label = "frozen pre-trained model" if name == "frozen" else "incremental trainer"
             body += (f"| {label} | {m['recall@10']:.4f} | {m['recall@20']:.4f} | {m['recall@100']:.4f} | "
                      f"{m['mrr@20']:.4f} |\n")
+        png = bench.plot_prequential(r["score_log"], md.with_name("trainer_prequential.png"))
+        body += f"\n![prequential]({png.name})\n"
         bench.write_section(md, "Prequential Recall on the KuaiRand-Pure replay", body)
     return 0
 
