@@ -22,7 +22,9 @@ log = logging.getLogger(__name__)
 DEPLOY = Path(__file__).resolve().parent
 OUTPUTS = (DEPLOY / "prometheus" / "alerts.yml", DEPLOY / "helm" / "t2diff" / "files" / "alerts.yml")
 
-P99_LATENCY_S = 0.25  # end-to-end recall p99 (the serving bench measures ~tens of ms on CPU)
+# p99 per deployment. The serving goal is p99 <= 15 ms at 200 rps (benchmarks/serve.md); the page fires far
+# above it, on real degradation rather than noise. Tune per cluster.
+P99_LATENCY_S = 0.25
 FEATURE_LAG_S = 30.0  # event -> session features p99
 MODEL_LAG_S = 600.0  # event -> searchable in a published model version (p90)
 INDEX_LAG_S = 120.0  # one publish: registry + Milvus upsert/index/alias (p90)
@@ -67,7 +69,8 @@ def rules() -> dict[str, Any]:
                   "and the online store (Redis) latency."),
             _rule("T2DiffConsumerLagHigh", f"max by (topic, group) ({N.STREAM_CONSUMER_LAG}) > {CONSUMER_LAG_RECORDS}",
                   "15m", "ticket", "consumer group {{ $labels.group }} is {{ $value }} records behind",
-                  "Scale the consumer (up to the partition count) or look for a stuck partition."),
+                  "The consumer runs as one replica (its session state is one SQLite file): check its throughput, "
+                  "the online store latency, or a stuck partition."),
             _rule("T2DiffModelFreshnessLagHigh",
                   f"histogram_quantile(0.9, sum by (le) (rate({N.hist(N.TRAINER_EVENT_TO_SEARCHABLE)}[15m])))"
                   f" > {MODEL_LAG_S:g}", "15m", "ticket",
