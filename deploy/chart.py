@@ -57,8 +57,10 @@ def _stub_dependencies(chart: Path) -> None:
 
 
 def render(values: dict[str, Any] | None = None, set_args: list[str] | None = None, release: str = "rec",
-           namespace: str = "recsys", helm: str | None = None) -> list[dict[str, Any]]:
-    """``helm template`` the chart with extra ``values`` (a values file) and ``--set`` strings."""
+           namespace: str = "recsys", helm: str | None = None,
+           api_versions: list[str] | None = None) -> list[dict[str, Any]]:
+    """``helm template`` the chart with extra ``values`` (a values file) and ``--set`` strings;
+    ``api_versions`` pretends the cluster serves those (e.g. ``ray.io/v1/RayService``)."""
     helm = helm or find_helm()
     if helm is None:
         raise ChartError("helm not found: run `make deploy-tools` (installs it into .venv/bin)")
@@ -73,6 +75,8 @@ def render(values: dict[str, Any] | None = None, set_args: list[str] | None = No
             cmd += ["--values", str(vf)]
         for s in set_args or []:
             cmd += ["--set", s]
+        for api in api_versions or []:
+            cmd += ["--api-versions", api]
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
         if proc.returncode != 0:
             raise ChartError(f"helm template failed: {proc.stderr.strip()}")

@@ -39,6 +39,7 @@ SPECIAL: dict[str, dict[str, Any]] = {
         "enum": ["ReadWriteOnce", "ReadOnlyMany", "ReadWriteMany", "ReadWriteOncePod"]}},
     "image.pullPolicy": {"enum": ["Always", "IfNotPresent", "Never"]},
     "serving.service.type": {"enum": ["ClusterIP", "NodePort", "LoadBalancer"]},
+    "serving.kuberay.enabled": {"enum": [True, False, "auto"]},
 }
 PORT = {"type": "integer", "minimum": 1, "maximum": 65535}
 

@@ -128,6 +128,17 @@ def test_grafana_dashboard_configmaps(helm):
     assert shipped == {n: json.loads(t) for n, t in dashboards.render_all().items()}
 
 
+def test_kuberay_auto_follows_the_cluster(helm):
+    def kinds(**kw):
+        return {(d["kind"], d["metadata"]["name"]) for d in chart.render(helm=helm, **kw)}
+
+    assert ("Deployment", "rec-t2diff-serving") in kinds()  # default auto, no KubeRay CRD
+    with_crd = kinds(api_versions=["ray.io/v1/RayService"])
+    assert ("RayService", "rec-t2diff-serving") in with_crd and ("Deployment", "rec-t2diff-serving") not in with_crd
+    forced_off = kinds(api_versions=["ray.io/v1/RayService"], set_args=["serving.kuberay.enabled=false"])
+    assert ("Deployment", "rec-t2diff-serving") in forced_off
+
+
 def test_invalid_manifest_is_caught(helm):
     # resources pass through unchecked by the values schema; the Kubernetes schema catches the bad quantity.
     docs = chart.render({"consumer": {"resources": {"requests": {"cpu": ["1"]}}}}, helm=helm)

@@ -221,3 +221,11 @@ startupProbe:
   periodSeconds: 10
   failureThreshold: {{ max 1 (div (int $root.Values.startupTimeoutSeconds) 10) }}
 {{- end -}}
+
+{{/* "true" when serving runs as a RayService: the flag, or with "auto" whether the cluster knows the CRD. */}}
+{{- define "t2diff.useKuberay" -}}
+{{- $flag := toString .Values.serving.kuberay.enabled -}}
+{{- if eq $flag "auto" -}}
+{{- if .Capabilities.APIVersions.Has "ray.io/v1/RayService" -}}true{{- end -}}
+{{- else if eq $flag "true" -}}true{{- end -}}
+{{- end -}}
