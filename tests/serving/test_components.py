@@ -171,3 +171,27 @@ def test_milvus_restart_released_collection_is_reloaded(tmp_path):
         assert ls.search(np.eye(1, 8), 2, [[]], version=1) == [[(1, 1.0), (2, 0.0)]]
     finally:
         stop_lite_server(uri)
+
+
+@pytest.mark.integration
+def test_cli_rollback_moves_registry_and_index(tmp_path, tiny):
+    from t2diff.cli import main
+    from t2diff.index import ItemIndex, stop_lite_server
+    from t2diff.registry import ModelRegistry
+
+    cat, cfg, m1, m2 = tiny
+    uri = str(tmp_path / "m.db")
+    conf = tmp_path / "c.yaml"
+    conf.write_text(f"index:\n  uri: {uri}\nregistry:\n  root: {tmp_path / 'reg'}\n")
+    reg = ModelRegistry(tmp_path / "reg")
+    idx = ItemIndex(uri)
+    try:
+        for m in (m1, m2):
+            v = reg.publish(m, extra={"catalog": cat.to_dict()})
+            idx.publish(v, cat.raw_ids, m.encode_items()[1:].detach())
+        assert reg.latest() == 2 and idx.live_version() == 2
+        assert main(["serve", "--config", str(conf), "--rollback", "1"]) == 0
+        assert reg.latest() == 1 and idx.live_version() == 1
+    finally:
+        idx.close()
+        stop_lite_server(uri)
