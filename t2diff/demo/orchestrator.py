@@ -89,9 +89,21 @@ class Demo:
     # --- 2. config -------------------------------------------------------------------------------------------
     def write_config(self) -> Path:
         import json
+        import shutil
 
         from t2diff.demo.direct import popular_items
 
+        if self.state.exists():
+            # Every run starts from nothing: a previous run's event log, trainer state or registry would be
+            # resumed by the children and mix two runs. (A stale Milvus Lite server of that dir goes first.)
+            log.info("removing the previous run's state %s", self.state)
+            try:
+                from t2diff.index import stop_lite_server
+
+                stop_lite_server(self.state / "milvus" / "items.db")
+            except Exception as e:  # noqa: BLE001
+                log.debug("no stale milvus server: %s", e)
+            shutil.rmtree(self.state)
         self.state.mkdir(parents=True, exist_ok=True)
         # Serving's popularity source: watch counts of the warm days only (it must not know the future).
         past = self.log_df[self.times < self.split.warm_end_ms]
