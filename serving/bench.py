@@ -239,11 +239,12 @@ def plot(res: dict[str, Any], path: Path) -> Path:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6.5, 3.5))
-    for src in ("t2diff", "baseline", "popularity"):
+    for src, color in (("t2diff", "C0"), ("baseline", "C1"), ("popularity", "C2")):
         ph = [p for p in res["phases"] if p["source"] == src]
         if ph:
-            ax.plot([p["rate"] for p in ph], [p["p99_ms"] for p in ph], marker="o", label=f"{src} p99")
-            ax.plot([p["rate"] for p in ph], [p["p50_ms"] for p in ph], marker=".", ls="--", label=f"{src} p50")
+            ax.plot([p["rate"] for p in ph], [p["p99_ms"] for p in ph], marker="o", color=color, label=f"{src} p99")
+            ax.plot([p["rate"] for p in ph], [p["p50_ms"] for p in ph], marker=".", ls="--", color=color,
+                    label=f"{src} p50")
     ax.axhline(15, color="grey", lw=0.8, ls=":", label="p99 goal 15 ms")
     ax.set_xlabel("offered load (requests/s)")
     ax.set_ylabel("end-to-end latency (ms)")
