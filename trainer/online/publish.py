@@ -6,7 +6,9 @@ therefore the single source of truth for "which version is live": serving should
 ``ItemIndex.live_version()`` and load that registry version, so user tower and item vectors always match.
 
 Publishing runs on a background thread from a CPU snapshot (model copy + item vectors), so training keeps
-going while Milvus builds the collection; at most one publish is in flight.
+going while Milvus builds the collection; at most one publish is in flight. A failed publish (Milvus down, disk
+full) is logged and counted (``t2diff_trainer_publish_failures_total``), ``LATEST`` stays where it was, and
+training goes on: the next interval publishes a newer version, so an outage of the index never stops learning.
 """
 from __future__ import annotations
 
@@ -31,7 +33,8 @@ class Publisher:
     def __init__(self, registry: ModelRegistry, index: ItemIndex | None, background: bool = True) -> None:
         self.registry, self.index, self.background = registry, index, background
         self._thread: threading.Thread | None = None
-        self.error: BaseException | None = None
+        self.error: BaseException | None = None  # last failure (kept for callers that must know)
+        self.failures = 0
         self.history: list[dict[str, Any]] = []  # one row per publish
         self.freshness: list[np.ndarray] = []  # seconds from produce time to searchable, per event
 
@@ -45,7 +48,6 @@ class Publisher:
         """Snapshot now, publish (in the background). False if the previous publish is still running."""
         if self.busy:
             return False
-        self.raise_if_failed()
         was = model.training
         model.eval()
         vectors = model.encode_items()[1:].float().cpu().numpy()  # (N, D), row i = catalog index i + 1
@@ -60,7 +62,6 @@ class Publisher:
             self._thread.start()
         else:
             self._run(job)
-            self.raise_if_failed()
         return True
 
     def _run(self, job: dict[str, Any]) -> None:
@@ -87,8 +88,10 @@ class Publisher:
             log.info("version %d live: %d items, registry %.2fs, index %.2fs, %d new events (freshness p50 %s s)",
                      version, row["items"], row["registry_s"], row["index_s"], row["events"],
                      f"{row['fresh_p50_s']:.1f}" if row["fresh_p50_s"] is not None else "-")
-        except BaseException as e:  # noqa: BLE001 -- reported to the training loop, which decides
-            log.exception("publish failed")
+        except Exception as e:  # noqa: BLE001 -- counted and logged; training continues (see module doc)
+            log.exception("publish failed; LATEST and the index alias stay on the previous version")
+            telemetry.PUBLISH_FAILURES.inc()
+            self.failures += 1
             self.error = e
 
     def raise_if_failed(self) -> None:

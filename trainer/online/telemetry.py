@@ -17,6 +17,7 @@ LAG = Gauge("t2diff_trainer_lag_records", "Records produced but not yet committe
 CATALOG = Gauge("t2diff_trainer_catalog_items", "Items in the model's catalogue (grows with cold items)")
 COLD_ITEMS = Counter("t2diff_trainer_cold_items_total", "Items first seen on the stream and added to the model")
 VERSION = Gauge("t2diff_trainer_published_version", "Last model version published (registry + index)")
+PUBLISH_FAILURES = Counter("t2diff_trainer_publish_failures_total", "Publishes that failed (training went on)")
 PUBLISH_S = Histogram("t2diff_trainer_publish_seconds", "Time to publish a version (registry + index)",
                       buckets=(0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 60))
 FRESHNESS_S = Histogram("t2diff_trainer_event_to_searchable_seconds",

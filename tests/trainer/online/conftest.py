@@ -13,10 +13,18 @@ from trainer.online.settings import OnlineTrainerSettings
 from trainer.online.synthetic import synthetic_catalog, tiny_config
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny models: one torch thread is far faster on a shared 2-core machine than fighting for two."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture
 def stack(tmp_path):
     """Settings for a trainer on a local log under tmp_path, Milvus Lite embedded, tiny T2Diff."""
-    torch.set_num_threads(1)
     stream = StreamSettings(log_dir=tmp_path / "log", partitions=4, known_items="any", known_users="any")
     el = LocalEventLog(stream.resolved_log_dir(), partitions=4)
     cat = synthetic_catalog(40, num_tags=6)

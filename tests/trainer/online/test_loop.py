@@ -72,3 +72,32 @@ def test_stream_trainer_end_to_end(stack):
         assert res["publishes"][-1]["fresh_p50_s"] is not None
     finally:
         tr.close()
+
+
+def test_index_outage_does_not_stop_training(stack, monkeypatch):
+    cat, el, st = stack["catalog"], stack["log"], stack["stream"]
+    produce(el, st.topic, synthetic_events(700, 20, cat.raw_ids, seed=2))
+    s = stack["settings"].model_copy(update={"publish_every_events": 150, "publish_every_s": 1e9,
+                                              "poll_max": 100})
+    tr = StreamTrainer(s, st, stack["registry"], stack["index"], event_log=el, init=(stack["model"], cat))
+    calls = {"n": 0}
+    real = tr.index.publish
+
+    def flaky(version, ids, vecs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise ConnectionError("milvus down")
+        return real(version, ids, vecs)
+
+    monkeypatch.setattr(tr.index, "publish", flaky)
+    try:
+        res = tr.run()
+        assert res["records"] == 700 and res["publish_failures"] == 1
+        assert res["stats"]["samples"] > 600  # kept training through the failed publish
+        reg = ModelRegistry(stack["registry"].root)
+        live = [p["version"] for p in res["publishes"]]
+        assert reg.latest() == live[-1] == tr.index.live_version()
+        failed = sorted(set(reg.versions()) - set(live))
+        assert failed == [2] and reg.latest() > 2  # a later version went live after the outage
+    finally:
+        tr.close()
