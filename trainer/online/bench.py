@@ -176,7 +176,8 @@ def bench_freshness(seconds: float, rate: float, publish_every_s: float, items: 
             due = int((time.time() - t0) * rate)
             while produced[0] < due:
                 i = produced[0]
-                ev = Event(user_id=int(rng.integers(0, 300)),  # few users: most events become samples item_id=int(cat.raw_ids[rng.integers(0, items)]),
+                # few users, so most events have an earlier one and become training samples
+                ev = Event(user_id=int(rng.integers(0, 300)), item_id=int(cat.raw_ids[rng.integers(0, items)]),
                            event_type="click", ts_ms=int(time.time() * 1000), idempotency_key=f"f{i}")
                 el.produce(st.topic, key_of(ev), encode(ev))
                 produced[0] += 1
