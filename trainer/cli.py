@@ -68,12 +68,15 @@ def _cmd_bench_offline(args: argparse.Namespace) -> int:
     from trainer.experiments import default_jobs, grid, report, run_grid, table1
 
     t0 = time.time()
-    specs = grid(args.suites, args.seeds, large_edim=args.large_edim, l_epochs=args.l_epochs)
+    specs = grid(args.suites, args.seeds, large_edim=args.large_edim, l_epochs=args.l_epochs,
+                 l_per_user=args.l_per_user or None)
     if args.only_arch:
         specs = [s for s in specs if s.arch in args.only_arch]
     overrides = {}
     if args.max_epochs is not None:
         overrides["max_epochs"] = args.max_epochs
+    if args.epoch_cap is not None:
+        overrides["epoch_cap"] = args.epoch_cap
     if args.max_train_samples is not None:
         overrides["max_train_samples"] = args.max_train_samples
     jobs = args.jobs or default_jobs(args.device)
@@ -139,7 +142,9 @@ def register(groups) -> None:
     b.add_argument("--device", default="auto")
     b.add_argument("--large-edim", type=int, default=64)
     b.add_argument("--l-epochs", type=int, default=20)
+    b.add_argument("--l-per-user", type=int, default=30, help="protocol L: most recent training targets per user (0 = all)")
     b.add_argument("--max-epochs", type=int, default=None)
+    b.add_argument("--epoch-cap", type=int, default=None, help="at most this many epochs (keeps smaller defaults)")
     b.add_argument("--max-train-samples", type=int, default=None)
     b.add_argument("--no-table1", action="store_true")
     b.add_argument("--deadline-s", type=float, default=None, help="kill unfinished runs after this many seconds")

@@ -42,7 +42,8 @@ class RunSpec:
         return f"{self.group}|{self.label}|{self.dataset}|{self.protocol}|s{self.seed}"
 
 
-def grid(suites: list[str], seeds: list[int], large_edim: int = 64, l_epochs: int = 20) -> list[RunSpec]:
+def grid(suites: list[str], seeds: list[int], large_edim: int = 64, l_epochs: int = 20,
+         l_per_user: int | None = 30) -> list[RunSpec]:
     """The runs behind each table. Suite names: table2, table2_large, table3, table4, kuairand, protocol_l,
     users1-2999, smoke (tiny, for tests)."""
     out: list[RunSpec] = []
@@ -52,7 +53,7 @@ def grid(suites: list[str], seeds: list[int], large_edim: int = 64, l_epochs: in
                 out += [RunSpec("table2", a, "ml-1m", a, seed=s) for a in TABLE2_ARCHS]
             elif suite == "table2_large":
                 out += [RunSpec(f"table2_e{large_edim}", a, "ml-1m", a, seed=s, model={"edim": large_edim})
-                        for a in ("t2diff", "mixed_attention", "sasrec", "gru4rec")]
+                        for a in ("t2diff", "sasrec", "gru4rec", "mixed_attention")]
             elif suite == "table3":
                 out += [RunSpec("table3", f"beta {sch}", "ml-1m", "t2diff", seed=s, model={"schedule": sch})
                         for sch in ("linear", "log")]
@@ -62,10 +63,11 @@ def grid(suites: list[str], seeds: list[int], large_edim: int = 64, l_epochs: in
             elif suite == "kuairand":
                 out += [RunSpec("kuairand", a, "kuairand", a, seed=s) for a in TABLE2_ARCHS]
             elif suite == "users1-2999":
-                out += [RunSpec("users1-2999", a, "ml-1m-users1-2999", a, seed=s) for a in ("t2diff", "sasrec")]
+                out += [RunSpec("users1-2999", a, "ml-1m-users1-2999", a, seed=s) for a in TABLE2_ARCHS]
             elif suite == "protocol_l":
                 out += [RunSpec("protocol_l", a, "ml-1m", a, "L", seed=s,
-                                train={"max_epochs": l_epochs, "patience": 5}) for a in ("t2diff", "sasrec", "gru4rec")]
+                                train={"max_epochs": l_epochs, "patience": 4, "l_train_per_user": l_per_user})
+                        for a in ("t2diff", "sasrec", "gru4rec")]
             elif suite == "smoke":
                 out += [RunSpec("smoke", a, "ml-1m", a, seed=s, train={"max_epochs": 2, "patience": 1})
                         for a in ("sasrec", "gru4rec")]
@@ -81,8 +83,12 @@ def _run_one(spec: dict[str, Any], device: str, threads: int, overrides: dict[st
     log.info("start %s/%s %s %s seed %d", spec["group"], spec["label"], spec["dataset"], spec["protocol"], spec["seed"])
     from trainer.offline import OfflineConfig, train
 
+    overrides = dict(overrides)
+    cap = overrides.pop("epoch_cap", None)
     cfg = OfflineConfig(dataset=spec["dataset"], arch=spec["arch"], protocol=spec["protocol"], seed=spec["seed"],
                         device=device, threads=threads, model=dict(spec["model"]), **{**spec["train"], **overrides})
+    if cap is not None:  # cap (not replace) each data set's own epoch budget
+        cfg.max_epochs = min(cfg.resolved().max_epochs, cap)
     res = train(cfg)
     res["spec"] = spec
     return res

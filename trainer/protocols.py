@@ -43,6 +43,11 @@ class SampleSet:
     def __len__(self) -> int:
         return int(self.target.shape[0])
 
+    def to(self, device: torch.device | str) -> "SampleSet":
+        """The model inputs on ``device`` (the seen-item filter stays on the host)."""
+        return SampleSet(self.hist.to(device), self.hist_ts.to(device), self.target.to(device),
+                         self.target_ts.to(device), self.user, self.seen_ptr, self.seen_items)
+
     def batch(self, idx: torch.Tensor, device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
         return {
             "hist": self.hist[idx].to(device),
