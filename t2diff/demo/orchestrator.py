@@ -229,27 +229,29 @@ def run_demo(s: DemoSettings, out_dir: Path | None = None) -> dict[str, Any]:
     demo = Demo(s, out)
     demo.prepare()
     demo.write_config()
-    with Stack(demo.state / "logs", env={"T2DIFF_RUNS_DIR": str(demo.state)}) as stack:
-        demo.warm_start(stack)
-        try:
-            demo.start_stack(stack)
-            demo.replay()
-            demo.drain()
-        except ChildDied as e:
-            # Report what was measured up to the failure rather than nothing; the reason leads the skipped list.
-            log.error("a component died: %s", e)
-            demo.skipped.insert(0, f"a component died mid-run: {str(e).splitlines()[0]}")
-            if getattr(demo, "monitor", None) is not None:
-                demo.monitor.stop()
-            if not hasattr(demo, "answers"):
-                demo.answers, demo.latency, demo.fallbacks, demo.versions_seen, demo.feedback_events = {}, {}, {}, {}, 0
-                demo.monitor = demo._monitor()
-        finally:
-            if getattr(demo, "client", None) is not None:
-                demo.client.close()
-            if getattr(demo, "event_log", None) is not None:
-                demo.event_log.close()
-            _stop_milvus(demo)
+    try:
+        with Stack(demo.state / "logs", env={"T2DIFF_RUNS_DIR": str(demo.state)}) as stack:
+            demo.warm_start(stack)
+            try:
+                demo.start_stack(stack)
+                demo.replay()
+                demo.drain()
+            except ChildDied as e:
+                # Report what was measured up to the failure rather than nothing; the reason leads the skipped list.
+                log.error("a component died: %s", e)
+                demo.skipped.insert(0, f"a component died mid-run: {str(e).splitlines()[0]}")
+                if getattr(demo, "monitor", None) is not None:
+                    demo.monitor.stop()
+                if not hasattr(demo, "answers"):
+                    demo.answers, demo.latency, demo.fallbacks, demo.versions_seen, demo.feedback_events = {}, {}, {}, {}, 0
+                    demo.monitor = demo._monitor()
+            finally:
+                if getattr(demo, "client", None) is not None:
+                    demo.client.close()
+                if getattr(demo, "event_log", None) is not None:
+                    demo.event_log.close()
+    finally:
+        _stop_milvus(demo)  # after every child has stopped (the trainer publishes a last version on exit)
     try:
         demo.ab_report_of_serving()
     except Exception as e:  # noqa: BLE001 -- an extra view; the demo's own report does not depend on it

@@ -38,7 +38,7 @@ class DemoSettings(Section):
     replay_impressions: bool = Field(False, description="also replay impressions (doubles the stream volume)")
     replay_minutes: float = Field(4.0, ge=0, description="spread the replay over this much wall time (0 = flat out)")
     replay_batch: int = Field(500, ge=1, description="events produced per flush while replaying")
-    drain_timeout_s: float = Field(60.0, ge=0, description="wait this long at the end for consumers to catch up")
+    drain_timeout_s: float = Field(90.0, ge=0, description="wait this long at the end for consumers to catch up")
     startup_timeout_s: float = Field(240.0, gt=0)
     prequential_buckets: int = Field(12, ge=2, description="time buckets of the prequential-recall-over-time plot")
     out_dir: Path | None = Field(None, description="default: $T2DIFF_RUNS_DIR/demo")

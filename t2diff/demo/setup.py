@@ -48,6 +48,8 @@ class DemoSetup:
         self.s, self.out = s, Path(out_dir)
         self.state = self.out / "state"
         self.skipped: list[str] = []
+        self.client = None  # RecallClient (HTTP) or DirectRecall (in process)
+        self.features_ok = self.trainer_ok = False
         self.timings: dict[str, float] = {}
         self.t0 = time.time()
 
