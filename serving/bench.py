@@ -123,7 +123,7 @@ def _set_arms(path: Path, source_weights: dict[str, float]) -> None:
 def run_bench(dataset: str | None, num_items: int, rates: list[float], duration_s: float,
               baseline_duration_s: float, swap_rate: float, swap_duration_s: float, steps: int | None,
               root: Path, model_path: Path | None = None, baseline_path: Path | None = None,
-              k: int = 20) -> dict[str, Any]:
+              k: int = 20, index: str = "milvus") -> dict[str, Any]:
     import ray
     from ray import serve
 
@@ -139,6 +139,7 @@ def run_bench(dataset: str | None, num_items: int, rates: list[float], duration_
     _set_arms(arms_file, {"t2diff": 1.0, "baseline": 0.0, "popularity": 0.0})
     world = build_world(root, num_items=num_items, num_users=5000, dataset=dataset, model_path=model_path,
                         baseline_path=baseline_path,
+                        treatment_index=index,
                         serving={"arms_file": str(arms_file), "arms_reload_s": 0.5, "encoder_steps": steps, "batch": {"max_batch_size": 32, "wait_ms": 2.0}})
     port = _free_port()
     s = load_settings(world.config_path, port=port)
@@ -148,7 +149,7 @@ def run_bench(dataset: str | None, num_items: int, rates: list[float], duration_
     users = world.users
     out: dict[str, Any] = {"dataset": dataset or f"synthetic-{num_items}", "items": int(world.catalog.num_items),
                            "users": len(users), "encoder_steps": steps or world.model_cfg.diffusion_steps,
-                           "arch": world.model_cfg.arch, "k": k, "phases": []}
+                           "arch": world.model_cfg.arch, "k": k, "index": index, "phases": []}
     try:
         load(url, users, 20, 5, k)  # warm-up: first batches, JIT-free but cold caches
         plan = [("t2diff", r, duration_s) for r in rates]
@@ -212,7 +213,7 @@ def run_bench(dataset: str | None, num_items: int, rates: list[float], duration_
 
 def markdown(res: dict[str, Any], command: str) -> str:
     lines = [f"### {res['dataset']}: {res['items']} items, {res['users']} users, arch {res['arch']}, "
-             f"{res['encoder_steps']} reverse steps, k={res['k']}",
+             f"{res['encoder_steps']} reverse steps, k={res['k']}, treatment index {res.get('index', 'milvus')}",
              "", f"Command: `{command}`  ", f"Device: {res['device']}; wall time {res['wall_s']:.0f} s", "",
              "| source | offered rps | requests | p50 ms | p99 ms | mean ms | done rps | errors | fallbacks | "
              "load avg (1 min) | CPU ms/request by process |",

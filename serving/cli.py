@@ -94,7 +94,8 @@ def _cmd_bench_serve(args: argparse.Namespace) -> int:
     res = bench.run_bench(dataset, args.items, [float(r) for r in args.rates.split(",")], args.duration,
                           args.baseline_duration, args.swap_rate, args.swap_duration, args.steps, root,
                           model_path=Path(args.model) if args.model else None,
-                          baseline_path=Path(args.baseline) if args.baseline else None, k=args.k)
+                          baseline_path=Path(args.baseline) if args.baseline else None, k=args.k,
+                          index=args.index)
     cmd = "t2diff " + " ".join(sys.argv[1:]) if sys.argv and "bench" in sys.argv else "t2diff bench serve"
     md = bench.markdown(res, cmd)
     print(md)
@@ -144,6 +145,8 @@ def register(groups) -> None:
     b.add_argument("--model", default=None, help="trained checkpoint (ml-1m) for the treatment arm")
     b.add_argument("--baseline", default=None, help="trained checkpoint for the control arm")
     b.add_argument("--k", type=int, default=20)
+    b.add_argument("--index", default="milvus", choices=["milvus", "exact"],
+                   help="treatment's retriever: Milvus Lite, or exact search over the same version's vectors")
     b.add_argument("--root", default=None)
     b.add_argument("--md", default=None, help="append the markdown result to this file")
     b.set_defaults(func=_cmd_bench_serve)

@@ -127,10 +127,11 @@ class ExactByVersion:
             lm = self.provider.current() or (self.provider.refresh() and self.provider.current())
             version = lm.version if lm else None
         if version not in self.cache:
-            self.provider.refresh()
-            lm = self.provider.current()
-            if lm is None or (version is not None and lm.version != version):
-                raise BackendUnavailable("index_unavailable", f"no item vectors for version {version}")
+            # load exactly the version the encoder used (a pinned / rolled-back one too), not "latest"
+            try:
+                lm = self.provider.load_version(version)
+            except Exception as e:
+                raise BackendUnavailable("index_unavailable", f"no item vectors for version {version}: {e}") from e
             self.cache[lm.version] = ExactRetriever.from_model(lm.model, lm.catalog, lm.version)
             while len(self.cache) > 2:
                 self.cache.pop(next(iter(self.cache)))

@@ -82,6 +82,11 @@ class ModelProvider:
         self.pinned = version
         self.refresh()
 
+    def load_version(self, version: int | str | None) -> LoadedModel:
+        """Load one specific version (for a retriever that must match the encoder's version)."""
+        model, extra, v = self._loader(version)
+        return LoadedModel(_prepare(model, self.device), catalog_of(extra), v, int(model.cfg.seq_len), self.device)
+
     def refresh(self) -> bool:
         """Load the wanted version if it differs from the live one. True when a swap happened."""
         with self._lock:

@@ -76,7 +76,7 @@ def synthetic_catalog(num_items: int, num_tags: int = 20, max_tags: int = 3, see
 def build_world(root: Path, num_items: int = 200, num_users: int = 300, dataset: str | None = None,
                 arch: str = "t2diff", baseline_arch: str = "sasrec", seed: int = 0,
                 serving: dict[str, Any] | None = None, model_path: Path | None = None,
-                baseline_path: Path | None = None) -> World:
+                baseline_path: Path | None = None, treatment_index: str = "milvus") -> World:
     """Write everything under ``root``. ``dataset`` ("ml-1m"): the real catalogue and each user's last 50
     items as session features; otherwise a synthetic catalogue of ``num_items`` with random histories.
     ``model_path`` / ``baseline_path``: trained checkpoints to serve (their catalogue must be the data
@@ -149,7 +149,7 @@ def build_world(root: Path, num_items: int = 200, num_users: int = 300, dataset:
             {"name": "treatment", "weight": 0.5, "source": "t2diff"},
             {"name": "control", "weight": 0.5, "source": "baseline"}]},
         "sources": {
-            "t2diff": {"kind": "model", "registry": True, "index": "milvus", "poll_s": 1.0},
+            "t2diff": {"kind": "model", "registry": True, "index": treatment_index, "poll_s": 1.0},
             "baseline": {"kind": "model", "registry": False, "checkpoint": str(root / "baseline.pt"),
                          "index": "exact"},
             "popularity": {"kind": "popularity", "counts_path": str(root / "popularity.json")},

@@ -195,3 +195,22 @@ def test_cli_rollback_moves_registry_and_index(tmp_path, tiny):
     finally:
         idx.close()
         stop_lite_server(uri)
+
+
+def test_exact_by_version_serves_the_encoders_version_not_latest(tiny):
+    from serving.components import ExactByVersion
+
+    cat, cfg, m1, m2 = tiny
+    p, state = _provider(tiny)
+    ex = ExactByVersion(p)
+    state["latest"] = 2
+    q = np.ones((1, cfg.user_dim), dtype=np.float32)
+    r1 = ex.search(q, 5, [[]], version=1)
+    r2 = ex.search(q, 5, [[]], version=2)  # loaded on demand
+    e1 = m1.encode_items()[1:].detach().numpy() @ q[0]
+    e2 = m2.encode_items()[1:].detach().numpy() @ q[0]
+    assert [i for i, _ in r1[0]] == cat.raw_ids[np.argsort(-e1)[:5]].tolist()
+    assert [i for i, _ in r2[0]] == cat.raw_ids[np.argsort(-e2)[:5]].tolist()
+    assert ex.search(q, 5, [[]], version=1) == r1  # a pinned / rolled-back version stays servable
+    with pytest.raises(BackendUnavailable):
+        ex.search(q, 5, [[]], version=9)
