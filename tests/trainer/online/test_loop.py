@@ -101,3 +101,28 @@ def test_index_outage_does_not_stop_training(stack, monkeypatch):
         assert failed == [2] and reg.latest() > 2  # a later version went live after the outage
     finally:
         tr.close()
+
+
+def test_warm_start_from_offline_checkpoint(stack, tmp_path):
+    from t2diff.model import save_checkpoint
+
+    cat, el, st = stack["catalog"], stack["log"], stack["stream"]
+    ck = tmp_path / "offline.pt"
+    save_checkpoint(ck, stack["model"], catalog=cat.to_dict(), metrics={"test": {"recall@20": 0.1}})
+    s = stack["settings"].model_copy(update={"init_checkpoint": str(ck), "publish_index": False,
+                                              "publish_on_exit": False})
+    tr = StreamTrainer(s, st, stack["registry"], event_log=el)
+    try:
+        assert tr.catalog.raw_ids.tolist() == cat.raw_ids.tolist()
+        for (n, a), b in zip(tr.model.state_dict().items(), stack["model"].state_dict().values()):
+            assert torch.equal(a.cpu(), b), n
+        assert tr.model.training  # loaded in eval mode by load_checkpoint, switched back for training
+    finally:
+        tr.close()
+    bad = tmp_path / "nocat.pt"
+    save_checkpoint(bad, stack["model"])
+    import pytest
+
+    with pytest.raises(ValueError, match="catalog"):
+        StreamTrainer(s.model_copy(update={"init_checkpoint": str(bad), "work_dir": tmp_path / "w2"}), st,
+                      stack["registry"], event_log=el)
