@@ -28,6 +28,7 @@ from t2diff.demo.moments import RequestMoment
 
 METRICS = ("hit", "recall", "evr", "play_s", "follow")
 BINARY = {"hit", "evr", "follow"}
+MIN_EVENTS = 5  # successes an arm needs on a 0/1 metric before its lift gets a (normal-approximation) CI
 
 
 def score_request(moment: RequestMoment, candidates: Iterable[int]) -> dict[str, float]:
@@ -155,11 +156,19 @@ def ab_summary(table: pd.DataFrame, control: str | None = None, level: float = 0
         entry: dict[str, dict] = {"n": int(len(sub)), "metrics": {}, "lift": {}}
         for m in METRICS:
             entry["metrics"][m] = mean_ci(sub[m].to_numpy(), m in BINARY, level).as_dict()
-            if arm != ctrl and paired:
-                entry["lift"][m] = paired_lift(wide[m].loc[complete, arm].to_numpy(),
-                                               wide[m].loc[complete, ctrl].to_numpy(), level)
-            elif arm != ctrl:  # no common requests: compare as independent samples
-                entry["lift"][m] = unpaired_lift(sub[m].to_numpy(), table.loc[table["arm"] == ctrl, m].to_numpy(), level)
+            if arm == ctrl:
+                continue
+            if paired:
+                t, c = wide[m].loc[complete, arm].to_numpy(), wide[m].loc[complete, ctrl].to_numpy()
+                lift = paired_lift(t, c, level)
+            else:  # no common requests: compare as independent samples
+                t, c = sub[m].to_numpy(), table.loc[table["arm"] == ctrl, m].to_numpy()
+                lift = unpaired_lift(t, c, level)
+            if m in BINARY and min(np.sum(t), np.sum(c)) < MIN_EVENTS:
+                # The delta method is a normal approximation; with a handful of successes (follows) it returns
+                # degenerate intervals such as [-100 %, -100 %]. Say "not enough events" instead.
+                lift.update(lo=math.nan, hi=math.nan)
+            entry["lift"][m] = lift
         res[arm] = entry
     return {"arms": res, "control": ctrl, "paired_requests": int(len(complete)), "paired": paired, "level": level}
 

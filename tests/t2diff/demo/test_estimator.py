@@ -141,3 +141,14 @@ def test_unpaired_when_arms_answer_different_requests():
     assert rep["paired"] is False and rep["control"] == "control"
     lf = rep["arms"]["t2diff"]["lift"]["hit"]
     assert lf["lift"] == pytest.approx(0.75 / 0.25 - 1) and lf["lo"] < lf["lift"] < lf["hi"] and lf["p"] < 0.01
+
+
+def test_rare_binary_lift_has_no_fake_interval():
+    ms = [_moment(f"r{i}", [(1, 10_000, True, True, i < 2)], ts=i) for i in range(200)]
+    # treatment answers every other moment: 100 hits, 1 follow; control: 200 hits, 2 follows
+    answers = {m.request_id: {"t2diff": [1] if i % 2 == 0 else [], "control": [1]} for i, m in enumerate(ms)}
+    rep = ab_summary(score_table(ms, answers))
+    lf = rep["arms"]["t2diff"]["lift"]["follow"]
+    assert lf["lift"] == pytest.approx(-0.5) and math.isnan(lf["lo"]) and math.isnan(lf["hi"])
+    hit = rep["arms"]["t2diff"]["lift"]["hit"]
+    assert hit["lift"] == pytest.approx(-0.5) and hit["lo"] < -0.5 < hit["hi"]  # enough events: a real interval
