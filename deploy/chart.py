@@ -12,8 +12,10 @@ Tools: helm from ``make deploy-tools`` (.venv/bin/helm), kubernetes-validate (Py
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -132,15 +134,38 @@ def _check_crd(doc: dict[str, Any]) -> list[str]:
     return errs
 
 
-def _validate_core(doc: dict[str, Any]) -> list[str]:
-    import kubernetes_validate
+@functools.lru_cache(maxsize=None)
+def _schema_file(path: str) -> Any:
+    from kubernetes_validate.utils import schema_contents
 
+    return schema_contents(path, K8S_VERSION)
+
+
+@functools.lru_cache(maxsize=None)
+def _validator(api_version: str, kind: str) -> Any:
+    """A strict validator for one kind, built once. Same schema files and reference set-up as
+    kubernetes_validate.validate, which re-reads the multi-megabyte definitions file on every call."""
+    import jsonschema
+    from kubernetes_validate.utils import all_versions, major_minor
+    from referencing import Registry, Resource
+
+    version = [v for v in all_versions() if major_minor(v) <= major_minor(K8S_VERSION)][-1]
+    group = re.sub(r"^([^./]*)(?:\.[^/]*)?/", r"\1-", api_version)  # rbac.authorization.k8s.io/v1 -> rbac-v1
+    base = f"kubernetes-json-schema/v{version}-local-strict"
+    schema = _schema_file(f"{base}/{kind.lower()}-{group}.json")
+    registry = Resource.from_contents(_schema_file(f"{base}/_definitions.json")) @ (
+        Resource.from_contents(schema) @ Registry())
+    return jsonschema.validators.Draft202012Validator(schema, registry=registry)
+
+
+def _validate_core(doc: dict[str, Any]) -> list[str]:
+    name = f"{doc.get('kind')}/{doc.get('metadata', {}).get('name')}"
     try:
-        kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
-    except kubernetes_validate.ValidationError as e:
-        path = "/".join(str(p) for p in e.path)
-        return [f"{doc['kind']}/{doc.get('metadata', {}).get('name')}: {path}: {e.message}"]
-    return []
+        validator = _validator(doc["apiVersion"], doc["kind"])
+    except FileNotFoundError:
+        return [f"{name}: no schema for {doc['apiVersion']} {doc['kind']} in Kubernetes {K8S_VERSION}"]
+    errs = sorted(validator.iter_errors(doc), key=lambda e: list(e.path))
+    return [f"{name}: {'/'.join(str(p) for p in e.path)}: {e.message}" for e in errs]
 
 
 def validate(docs: list[dict[str, Any]]) -> list[str]:

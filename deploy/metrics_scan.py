@@ -12,6 +12,7 @@ exposes it: a counter ``x`` (or ``x_total``) is scraped as ``x_total``; a histog
 from __future__ import annotations
 
 import ast
+import functools
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -134,8 +135,14 @@ def scan_code(root: Path = REPO_ROOT, packages: tuple[str, ...] = SCANNED_PACKAG
     defs: list[MetricDef] = []
     for pkg in packages:
         for path in sorted((root / pkg).rglob("*.py")):
-            defs.extend(scan_file(path, root))
+            defs.extend(_scan_cached(path, path.stat().st_mtime_ns, root))
     return defs
+
+
+@functools.lru_cache(maxsize=4096)
+def _scan_cached(path: Path, mtime_ns: int, root: Path) -> tuple[MetricDef, ...]:
+    # Keyed by modification time: an edited file is read again, an unchanged one is parsed once per process.
+    return tuple(scan_file(path, root))
 
 
 def exposed_series(defs: list[MetricDef]) -> dict[str, set[str]]:
