@@ -246,8 +246,8 @@ class StreamTrainer:
                 target[b], tts[b] = idx, ev.ts_ms
                 meta.append({"p": r.partition, "o": r.offset, "u": ev.user_id, "i": ev.item_id, "ts": ev.ts_ms,
                              "step": self.stats["steps"]})
-                self._pending_fresh.append(r.timestamp_ms)
                 b += 1
+            self._pending_fresh.append(r.timestamp_ms)  # in the next version (as history or as a sample)
             self.hist.append(ev.user_id, idx, ev.ts_ms)
             if ev.ts_ms > self.stats["max_event_ts_ms"]:
                 self.stats["max_event_ts_ms"] = ev.ts_ms
