@@ -48,6 +48,11 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     tags = blob["item_tags"]
     cfg.num_items = tags.shape[0] - 1  # the table may have grown (add_items) after the config was written
     model = build_model(cfg, tags)
-    model.load_state_dict(blob["state_dict"])
+    try:
+        model.load_state_dict(blob["state_dict"])
+    except RuntimeError as e:  # e.g. written before a layer layout changed: say so instead of a wall of shapes
+        first = str(e).splitlines()[:2]
+        raise ValueError(f"{path}: weights do not fit the current {cfg.arch} code (checkpoint from an older "
+                         f"model version? retrain it): {' '.join(first)}") from e
     model.to(map_location).eval()
     return model, blob.get("extra", {})

@@ -49,6 +49,41 @@ def _cmd_bench_encode(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_bench_steps(args: argparse.Namespace) -> int:
+    """Recall vs reverse steps for a trained checkpoint (paper Table 4), via the harness's eval_checkpoint."""
+    import json
+    import tempfile
+    from pathlib import Path
+
+    from t2diff.model import load_checkpoint, save_checkpoint
+
+    try:
+        from trainer.offline import eval_checkpoint
+    except ModuleNotFoundError:
+        log.error("bench steps needs the trainer package (trainer.offline.eval_checkpoint)")
+        return 2
+    if not Path(args.checkpoint).exists():
+        log.error("checkpoint %s does not exist", args.checkpoint)
+        return 2
+    model, extra = load_checkpoint(args.checkpoint)
+    if getattr(model, "diffusion", None) is None:
+        log.error("arch %s has no reverse process", model.cfg.arch)
+        return 2
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for n in args.steps:
+            model.cfg.infer_steps = n  # the rebuilt model calls set_timesteps(n): eval then uses n steps
+            p = save_checkpoint(Path(tmp) / f"s{n}.pt", model, **extra)
+            t0 = time.perf_counter()
+            res = eval_checkpoint(p, protocol=args.protocol, device=args.device, split_on=args.split)
+            res.update(steps=n, wall_s=time.perf_counter() - t0)
+            log.info("steps=%d %s (%.1fs)", n, res["metrics"], res["wall_s"])
+            rows.append(res)
+    out = {"command": "t2diff " + " ".join(sys.argv[1:]), "checkpoint": args.checkpoint, "rows": rows}
+    print(json.dumps(out, indent=1))
+    return 0
+
+
 def register(groups) -> None:
     p = groups.group("bench").add_parser("encode", help="encode_users throughput (users/s) at T=50 and fewer steps")
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
@@ -60,6 +95,13 @@ def register(groups) -> None:
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--out", type=__import__("pathlib").Path, default=None, help="output dir (default runs/bench)")
     p.set_defaults(func=_cmd_bench_encode)
+    s = groups.group("bench").add_parser("steps", help="recall of a trained T2Diff checkpoint vs reverse steps")
+    s.add_argument("checkpoint")
+    s.add_argument("--steps", type=_ints, default=[50, 10, 5, 1])
+    s.add_argument("--protocol", default="P")
+    s.add_argument("--split", default="test")
+    s.add_argument("--device", default="cpu")
+    s.set_defaults(func=_cmd_bench_steps)
 
 
 def main(argv: list[str] | None = None) -> int:

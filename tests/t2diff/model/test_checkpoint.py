@@ -21,3 +21,13 @@ def test_save_load_gives_identical_user_vectors(tmp_path, arch):
                                rtol=0, atol=0)
     torch.testing.assert_close(m2.encode_items(), m.encode_items(), rtol=0, atol=0)
     torch.testing.assert_close(m2.item_tags, m.item_tags)
+
+
+def test_incompatible_checkpoint_gives_a_clear_error(tmp_path):
+    m = make_model("t2diff")
+    p = save_checkpoint(tmp_path / "m.pt", m)
+    blob = torch.load(p, weights_only=False)
+    blob["state_dict"]["diffusion.unet.down.0.norm.weight"] = torch.ones(4, 1)  # old (C, 1) layout
+    torch.save(blob, p)
+    with pytest.raises(ValueError, match="older model version"):
+        load_checkpoint(p)
