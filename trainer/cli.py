@@ -101,6 +101,22 @@ def _cmd_bench_offline(args: argparse.Namespace) -> int:
     return 0
 
 
+def _user_errors(fn):
+    """Bad input (unknown data set / preset / suite, missing files) -> one clear line and exit code 2."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapped(args: argparse.Namespace) -> int:
+        try:
+            return fn(args)
+        except (ValueError, FileNotFoundError, KeyError) as e:
+            log.debug("command failed", exc_info=True)
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+
+    return wrapped
+
+
 def register(groups) -> None:
     tr = groups.group("train", "training").add_parser("offline", help="train one model offline (paper protocol)")
     tr.add_argument("--dataset", default="ml-1m", help="ml-1m | ml-1m-users1-2999 | kuairand")
@@ -120,7 +136,7 @@ def register(groups) -> None:
     tr.add_argument("--batch-size", type=int, default=None)
     tr.add_argument("--threads", type=int, default=None)
     tr.add_argument("--max-train-samples", type=int, default=None)
-    tr.set_defaults(func=_cmd_train_offline)
+    tr.set_defaults(func=_user_errors(_cmd_train_offline))
 
     ev = groups.root.add_parser("eval", help="evaluate a checkpoint offline (full ranking)")
     ev.add_argument("--checkpoint", required=True)
@@ -129,7 +145,7 @@ def register(groups) -> None:
     ev.add_argument("--seed", type=int, default=None, help="split seed (default: the checkpoint's)")
     ev.add_argument("--device", default="auto")
     ev.add_argument("--max-samples", type=int, default=None)
-    ev.set_defaults(func=_cmd_eval)
+    ev.set_defaults(func=_user_errors(_cmd_eval))
 
     b = groups.group("bench").add_parser("offline", help="Tables 2-4: archs x seeds x datasets")
     b.add_argument("--suites", nargs="+", default=["table2"],
@@ -149,7 +165,7 @@ def register(groups) -> None:
     b.add_argument("--no-table1", action="store_true")
     b.add_argument("--deadline-s", type=float, default=None, help="kill unfinished runs after this many seconds")
     b.add_argument("--report-only", action="store_true", help="only rebuild offline.md / the plot from results.jsonl")
-    b.set_defaults(func=_cmd_bench_offline)
+    b.set_defaults(func=_user_errors(_cmd_bench_offline))
 
 
 def main(argv: list[str] | None = None) -> int:

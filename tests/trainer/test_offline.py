@@ -75,6 +75,9 @@ def test_cli_train_eval_and_bench_on_tiny_dataset(tiny_ml1m, capsys):
     ev = json.loads(capsys.readouterr().out)
     assert ev["metrics"]["recall@20"] == pytest.approx(first["test"]["recall@20"])  # same split, same weights
     assert trainer_cli.main(["eval", "--checkpoint", str(tiny_ml1m / "missing.pt")]) == 2
+    assert trainer_cli.main(["train", "offline", "--dataset", "nope", "--device", "cpu"]) == 2
+    assert trainer_cli.main(["train", "offline", "--preset", "slow", "--device", "cpu"]) == 2
+    assert "error:" in capsys.readouterr().err
     out = tiny_ml1m / "bench"
     assert trainer_cli.main(["bench", "offline", "--suites", "smoke", "--seeds", "0", "1", "--jobs", "1",
                              "--device", "cpu", "--out", str(out)]) == 0
