@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import subprocess
 
-import pytest
 from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
 
 from deploy.metrics_scan import exposed_series, scan_code
