@@ -11,7 +11,7 @@ Each wraps a plain class from this package; the logic and its tests live there.
 import asyncio
 import logging
 import time
-from typing import Any
+from typing import Any, Optional
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -96,8 +96,9 @@ class RetrieverDeployment:
     async def _search(self, queries: list[tuple]) -> list[SearchResult]:
         return await asyncio.to_thread(self.retriever.search_batch, queries)
 
-    async def search(self, vector: list[float], k: int, exclude: list[int], version: Any) -> SearchResult:
-        return await self._search((vector, k, exclude, version))
+    async def search(self, vector: list[float], k: int, exclude: list[int], version: Any,
+                     deadline: Optional[float] = None) -> SearchResult:
+        return await self._search((vector, k, exclude, version, deadline))
 
 
 api = FastAPI(title="T2Diff recall", version="1",
@@ -164,7 +165,7 @@ class IngressDeployment:
         return await self.encoders[source].encode.remote(user_id, time.time() + self.s.timeout_s)
 
     async def _search(self, source: str, vector: list[float], k: int, exclude: list[int], version: Any):
-        return await self.retrievers[source].search.remote(vector, k, exclude, version)
+        return await self.retrievers[source].search.remote(vector, k, exclude, version, time.time() + self.s.timeout_s)
 
     @api.post("/recall", response_model=RecallResponse)
     async def recall(self, req: RecallRequest) -> Any:

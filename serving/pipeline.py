@@ -72,6 +72,8 @@ class RecallPipeline:
                     res = await self._guard("retriever", self.search(arm.source, enc.vector, k, exclude, version))
                     if isinstance(res, str):
                         reason = res
+                    elif res.shed:
+                        reason = "overloaded"
                     else:
                         self.m.latency.labels("retriever", "search").observe(res.search_ms / 1000.0)
                         items = res.items

@@ -29,12 +29,17 @@ class Retriever:
     def __init__(self, searcher: Searcher) -> None:
         self.searcher = searcher
 
-    def search_batch(self, queries: list[tuple[list[float], int, list[int], Any]]) -> list[SearchResult]:
-        """queries: (vector (D,), k, exclude raw ids, version). One backend call per distinct version."""
+    def search_batch(self, queries: list[tuple]) -> list[SearchResult]:
+        """queries: (vector (D,), k, exclude raw ids, version[, deadline]). One backend call per distinct
+        version; a query past its deadline (time.time()) is shed, not searched."""
         t0 = time.perf_counter()
         out: list[SearchResult | None] = [None] * len(queries)
         by_version: dict[Any, list[int]] = {}
+        now = time.time()
         for j, q in enumerate(queries):
+            if len(q) > 4 and q[4] is not None and q[4] <= now:
+                out[j] = SearchResult([], q[3], shed=True)
+                continue
             by_version.setdefault(q[3], []).append(j)
         for version, js in by_version.items():
             vecs = np.asarray([queries[j][0] for j in js], dtype=np.float32)  # (B, D)

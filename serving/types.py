@@ -26,6 +26,7 @@ class SearchResult:
     items: list[tuple[int, float]]  # (raw item id, score), best first
     version: int | str | None
     search_ms: float = 0.0
+    shed: bool = False  # past its deadline before it ran: not searched (the caller had already given up)
 
 
 class BackendUnavailable(RuntimeError):

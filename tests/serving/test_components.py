@@ -214,3 +214,18 @@ def test_exact_by_version_serves_the_encoders_version_not_latest(tiny):
     assert ex.search(q, 5, [[]], version=1) == r1  # a pinned / rolled-back version stays servable
     with pytest.raises(BackendUnavailable):
         ex.search(q, 5, [[]], version=9)
+
+
+def test_retriever_sheds_queries_past_their_deadline():
+    import time
+
+    seen = []
+
+    class S:
+        def search(self, vectors, k, exclude=None, version=None):
+            seen.append(len(vectors))
+            return [[(1, 1.0)] for _ in vectors]
+
+    r = Retriever(S()).search_batch([([0.0], 1, [], 1, time.time() - 1), ([0.0], 1, [], 1, time.time() + 60),
+                                     ([0.0], 1, [], 1)])
+    assert [x.shed for x in r] == [True, False, False] and seen == [2] and r[0].items == []

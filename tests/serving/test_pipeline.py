@@ -46,6 +46,8 @@ class Backend:
         self.calls.append((source, vector, k, list(exclude), version))
         if self.search_mode == "down":
             raise BackendUnavailable("index_unavailable", "milvus down")
+        if self.search_mode == "shed":
+            return SearchResult([], version, shed=True)
         items = [(i, 1.0 / i) for i in range(1, k + 3) if i not in exclude][:k]
         return SearchResult(items, version, search_ms=0.5)
 
@@ -100,6 +102,13 @@ def test_index_down_falls_back_and_counts_error():
     assert [c.item_id for c in r.items] == [100, 102]  # seen 101 excluded from the fallback too
     assert _val(m, "t2diff_serve_errors_total", deployment="retriever", kind="index_unavailable") == 1
     assert p.last_backend_failure is not None
+
+
+def test_shed_search_falls_back_as_overloaded():
+    p, b, m = _pipe()
+    b.search_mode = "shed"
+    r = asyncio.run(p.recall(RecallRequest(user_id=5, k=2)))
+    assert r.fallback and r.fallback_reason == "overloaded" and len(r.items) == 2
 
 
 def test_unknown_user_reject_mode_raises():
