@@ -32,7 +32,8 @@ class FreshnessMonitor(threading.Thread):
                                                 "model_to_index": [], "model_to_serving": []}
         self.censored: dict[str, int] = {k: 0 for k in self.samples}
         self.versions: dict[int, dict[str, Any]] = {}  # version -> meta (created_at, max_event_ts_ms, metrics)
-        self.errors: dict[str, str] = {}
+        self.errors: dict[str, str] = {}  # last error per probe
+        self.error_counts: dict[str, int] = {}
         self._probe: Produced | None = None
         self._pending_model: deque[Produced] = deque()
         self._live: int | None = None
@@ -79,15 +80,17 @@ class FreshnessMonitor(threading.Thread):
         try:
             return factory()
         except Exception as e:  # noqa: BLE001 -- the report says what could not be measured, and why
-            self.errors[what] = f"{type(e).__name__}: {e}"
+            self.errors[what] = f"{type(e).__name__}: {str(e)[:160]}"
+            self.error_counts[what] = self.error_counts.get(what, 0) + 1
             log.warning("freshness monitor: cannot open %s: %s", what, e)
             return None
 
     def _step(self, fn: Callable[[Any], None], arg: Any, what: str) -> None:
         try:
             fn(arg)
-        except Exception as e:  # noqa: BLE001
-            self.errors[what] = f"{type(e).__name__}: {e}"
+        except Exception as e:  # noqa: BLE001 -- a busy Milvus / Feast: count it, try again next poll
+            self.errors[what] = f"{type(e).__name__}: {str(e)[:160]}"
+            self.error_counts[what] = self.error_counts.get(what, 0) + 1
             log.debug("freshness monitor %s: %s", what, e)
 
     def _probe_features(self, client: Any) -> None:

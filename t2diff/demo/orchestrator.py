@@ -177,7 +177,7 @@ class Demo(DemoSetup):
 
         mon = self.monitor
         for k, why in mon.errors.items():
-            self.skipped.append(f"freshness probe '{k}' failed: {why}")
+            self.skipped.append(f"freshness probe '{k}': {mon.error_counts.get(k, 1)} failed polls (last: {why})")
         for k, n in mon.censored.items():
             if n:
                 self.skipped.append(f"{k}: {n} probes timed out (not in the percentiles)")

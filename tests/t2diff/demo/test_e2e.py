@@ -18,7 +18,7 @@ def test_demo_small_slice(tmp_path):
     from t2diff.demo.orchestrator import run_demo
     from t2diff.demo.settings import DemoSettings
 
-    s = DemoSettings(warm_days=3, replay_days=1, max_requests=24, k=50, replay_minutes=0.4, offline_epochs=1,
+    s = DemoSettings(warm_days=2, replay_days=1, max_requests=20, k=50, replay_minutes=0.4, offline_epochs=1,
                      drain_timeout_s=10, startup_timeout_s=180, prequential_buckets=4)
     rep = run_demo(s, tmp_path / "demo")
     out = tmp_path / "demo"
