@@ -35,6 +35,8 @@ class DemoSettings(Section):
     # The quick preset stops at 3 epochs; the warm start is cheap on the 7 warm days (seconds per epoch), and
     # its early stopping on validation recall ends it sooner when it stops improving.
     offline_epochs: int | None = Field(10, ge=1, description="max epochs of the warm start (None = the preset's)")
+    trainer_warm_hours: float = Field(24.0, ge=0, le=24 * 13,
+                                      description="the stream trainer starts this long before the replay")
     replay_impressions: bool = Field(False, description="also replay impressions (doubles the stream volume)")
     replay_minutes: float = Field(4.0, ge=0, description="spread the replay over this much wall time (0 = flat out)")
     replay_batch: int = Field(500, ge=1, description="events produced per flush while replaying")

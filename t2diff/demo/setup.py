@@ -158,6 +158,15 @@ class DemoSetup:
         self.stream_settings = StreamSettings.load(self.cfg_path, key="stream")
         return open_event_log(self.stream_settings)
 
+    def _end_offsets(self) -> dict[int, int]:
+        """Flush, then the log's end offsets per partition (= where a group committed there starts reading)."""
+        self.producer.flush()
+        c = self.event_log.consumer(self.stream_settings.topic, "demo-offsets-probe")
+        try:
+            return dict(c.end_offsets())
+        finally:
+            c.close()
+
     def _lag(self, group: str) -> int | None:
         try:
             c = self.event_log.consumer(self.stream_settings.topic, group)
@@ -202,12 +211,20 @@ class DemoSetup:
         self.event_times = self.events_df["ts_ms"].to_numpy(np.int64)
         # The warm days only need to build session features: their impressions (half the volume) stay out.
         warm = self.events_df[(self.event_times < self.split.warm_end_ms) & (self.events_df["event_type"] != "impression")]
+        # The trainer's group will start `trainer_warm_hours` before the replay: it rebuilds recent user
+        # histories (and fine-tunes on them) while Ray Serve starts, instead of meeting the replay with none.
+        cut = self.split.warm_end_ms - int(self.s.trainer_warm_hours * 3_600_000)
         n = 0
+        self.trainer_start_offsets: dict[int, int] | None = None
         for ts, u, ev in tqdm(timed_events(warm), desc="warm-day events -> log", unit="ev", mininterval=2,
                               total=None, file=sys.stderr):
+            if self.trainer_start_offsets is None and ts >= cut:
+                self.trainer_start_offsets = self._end_offsets()
             self.producer.produce(ts, u, ev)
             n += 1
         self.producer.flush()
+        if self.trainer_start_offsets is None:
+            self.trainer_start_offsets = self._end_offsets()
         log.info("produced %d warm-day events", n)
         if self.features_ok:
             group = self.cfg["features"].get("group", "features")
@@ -223,14 +240,14 @@ class DemoSetup:
             except Exception as e:  # noqa: BLE001 -- the treatment arm then falls back until the trainer publishes
                 log.exception("publishing the warm start failed")
                 self.skipped.append(f"publishing the warm start as version 1 failed: {e}")
-        # Stream trainer: its group starts after the warm days (the offline warm start already learned them).
+        # Stream trainer: its group starts `trainer_warm_hours` before the replay (see above).
         self.trainer_ok = _module_available("trainer.online.cli") and self.ckpt["t2diff"].exists()
         if self.trainer_ok:
             from trainer.online.settings import OnlineTrainerSettings
 
             group = OnlineTrainerSettings.load(self.cfg_path, key="online_trainer").group
             c = self.event_log.consumer(self.stream_settings.topic, group)
-            c.commit(c.end_offsets())
+            c.commit(self.trainer_start_offsets)
             c.close()
             stack.start("trainer", t2diff_cmd("train", "stream", "--config", cfg))
             self.trainer_group = group
