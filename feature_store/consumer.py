@@ -69,6 +69,8 @@ class FeatureConsumer:
         self.cache: dict[int, UserState] = {}
         self.stats = ConsumerStats()
         self._lag_at = 0.0
+        self._last_step = 0.0
+        self._backlog = False  # the last poll returned a full batch: go on without waiting
         self._rewind_to_saved()
         self._warm_up()
 
@@ -99,7 +101,13 @@ class FeatureConsumer:
 
     def step(self) -> int:
         """One poll -> apply -> push -> save -> commit cycle; returns the number of records consumed."""
+        if not self._backlog:
+            wait = self._last_step + self.features.min_batch_interval_ms / 1000 - time.monotonic()
+            if wait > 0:
+                time.sleep(wait)
+        self._last_step = time.monotonic()
         recs = self.consumer.poll(self.features.batch_size, self.features.poll_timeout_s)
+        self._backlog = len(recs) >= self.features.batch_size
         now = time.monotonic()
         if now - self._lag_at > 1.0:
             self._lag_at = now
