@@ -15,7 +15,6 @@ their probabilities are exactly 0, so whatever sits under the mask cannot change
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from t2diff.model.config import ModelConfig
