@@ -154,4 +154,5 @@ def encoder(settings: ServingSettings, source: str, device: str = "cpu") -> User
     if src.version is not None:
         provider.pinned = int(src.version) if str(src.version).isdigit() else src.version
     provider.refresh()
-    return UserEncoder(provider, feature_source(settings), num_steps=settings.encoder_steps)
+    return UserEncoder(provider, feature_source(settings), num_steps=settings.encoder_steps,
+                       cuda_graph_batch=settings.batch.max_batch_size if device.startswith("cuda") else 0)

@@ -115,8 +115,12 @@ class ModelProvider:
 
 class UserEncoder:
     def __init__(self, provider: ModelProvider, features: FeatureSource, seed: int | None = None,
-                 num_steps: int | None = None) -> None:
+                 num_steps: int | None = None, cuda_graph_batch: int = 0) -> None:
         self.provider, self.features, self.num_steps = provider, features, num_steps
+        # On CUDA the reverse process is launch-bound (benchmarks/encode.md: 47 ms eager vs 7 ms graphed at
+        # batch 1, T=50): capture it once per (model version, steps) for batches up to cuda_graph_batch.
+        self.cuda_graph_batch = cuda_graph_batch
+        self._graphed: tuple[Any, Any] | None = None  # ((id(model), steps), GraphedEncoder)
         self._gen = None
         if seed is not None:
             import torch
@@ -178,9 +182,13 @@ class UserEncoder:
             # "now" for the time-lag feature is the user's latest event: on replayed logs wall-clock time
             # would be years past the history and far outside what the model saw in training.
             now_ts = hist_ts.max(dim=1).values  # (B,)
+            graphed = self._graph_for(lm) if B <= self.cuda_graph_batch else None
             with torch.inference_mode():
-                e_u = lm.model.encode_users(hist.to(lm.device), hist_ts.to(lm.device), now_ts.to(lm.device),
-                                            generator=self._gen, num_steps=self.num_steps)  # (B, D)
+                if graphed is not None:
+                    e_u = graphed(hist.to(lm.device), hist_ts.to(lm.device), now_ts.to(lm.device))  # (B, D)
+                else:
+                    e_u = lm.model.encode_users(hist.to(lm.device), hist_ts.to(lm.device), now_ts.to(lm.device),
+                                                generator=self._gen, num_steps=self.num_steps)  # (B, D)
             vecs = e_u.float().cpu().numpy()
             for b, j in enumerate(row_of):
                 h = hists[j]
@@ -189,6 +197,25 @@ class UserEncoder:
         for r in out:
             r.encode_ms, r.batch_size = ms, len(user_ids)  # type: ignore[union-attr]
         return out  # type: ignore[return-value]
+
+
+    def _graph_for(self, lm: LoadedModel) -> Any:
+        """The CUDA-graphed encoder of this model version (built on first use), or None on CPU / failure."""
+        if not str(lm.device).startswith("cuda") or getattr(lm.model, "diffusion", None) is None:
+            return None
+        key = (id(lm.model), self.num_steps)
+        if self._graphed is not None and self._graphed[0] == key:
+            return self._graphed[1]
+        try:
+            from t2diff.model.graphed import GraphedEncoder
+
+            g = GraphedEncoder(lm.model, batch_size=self.cuda_graph_batch, num_steps=self.num_steps)
+        except Exception as e:  # eager still works; never fail a request over the fast path
+            log.warning("CUDA graph capture failed, staying eager: %s", e)
+            self.cuda_graph_batch = 0
+            return None
+        self._graphed = (key, g)
+        return g
 
 
 # ---------------------------------------------------------------- feature sources
