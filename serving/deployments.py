@@ -5,9 +5,10 @@
       -> Retriever_<source>    (Milvus / exact top-K at the encoder's version, @serve.batch)
 
 Each wraps a plain class from this package; the logic and its tests live there.
+
+No ``from __future__ import annotations`` here: Ray pickles the ingress class by value, and FastAPI must see
+the real request/response model classes in the route signatures, not strings to resolve later.
 """
-
-
 import asyncio
 import logging
 import time

@@ -99,12 +99,10 @@ class ModelProvider:
                     log.info("version %s not in the index yet; staying on %s", want, cur and cur.version)
                     return False
                 t0 = time.perf_counter()
-                model, extra, version = self._loader(want)
-                lm = LoadedModel(_prepare(model, self.device), catalog_of(extra), version,
-                                 int(model.cfg.seq_len), self.device)
+                lm = self.load_version(want)
                 self._current = lm  # atomic reference swap: in-flight batches keep the old object
                 self.last_error = None
-                log.info("serving model version %s (was %s), loaded in %.0f ms", version,
+                log.info("serving model version %s (was %s), loaded in %.0f ms", lm.version,
                          cur and cur.version, (time.perf_counter() - t0) * 1000)
                 return True
             except Exception as e:  # registry unreachable / corrupt version: keep serving the old one
