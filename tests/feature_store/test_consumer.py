@@ -68,6 +68,7 @@ def test_events_become_features_and_bad_input_is_dead_lettered(stack):
     produce(log, good[3:])
 
     c = FeatureConsumer(stream, feats, event_log=log, store=store, vocab=VOCAB)
+    assert c.push_views == ["user_session"]  # resolved from the push source once
     stats = c.run(idle_exit_s=0.3)
     c.close()
     assert stats.applied == len(good) and stats.dead == {r: 1 for r in bad}
