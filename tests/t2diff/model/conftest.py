@@ -31,6 +31,16 @@ def make_batch(B=6, L=50, seed=1, short=True):
     return {"hist": hist, "hist_ts": ts, "target": target, "target_ts": ts.amax(1) + 3_600_000}
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny tensors: one intra-op thread is fastest, and on a shared 2-core box extra OpenMP threads spin
+    against other processes (3.9 s for this directory with 1 thread vs > 60 s with 2 under load)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture
 def tiny():
     return make_model()
