@@ -99,6 +99,14 @@ class LazySearcher:
             log.error("could not load released collection for version %s: %s", version, e)
             return False
 
+    def warm(self) -> None:
+        try:
+            if self.index is None:
+                self.index = milvus_searcher(self.settings.config_path, self.src.index_uri,
+                                             self.src.collection_prefix)
+        except Exception as e:  # Milvus down at start-up: the replica still starts and falls back
+            log.warning("index not reachable at start-up: %s", e)
+
     def has_version(self, version: Any) -> bool:
         try:
             if self.index is None:

@@ -39,6 +39,7 @@ class EncoderDeployment:
         device = "cuda" if self.s.num_gpus_encoder > 0 and torch.cuda.is_available() else "cpu"
         self.source = source
         self.encoder = components.encoder(self.s, source, device=device)
+        self.encoder.warmup()
         self.poll_s = self.s.sources[source].poll_s
         self._encode.set_max_batch_size(self.s.batch.max_batch_size)
         self._encode.set_batch_wait_timeout_s(self.s.batch.wait_ms / 1000.0)
@@ -90,6 +91,7 @@ class RetrieverDeployment:
 
         self.s = ServingSettings.model_validate(settings)
         self.retriever = components.retriever(self.s, source)
+        getattr(self.retriever.searcher, "warm", lambda: None)()  # connect to Milvus before traffic
         self._search.set_max_batch_size(self.s.batch.max_batch_size)
         self._search.set_batch_wait_timeout_s(self.s.batch.wait_ms / 1000.0)
 

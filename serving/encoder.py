@@ -125,6 +125,20 @@ class UserEncoder:
 
             self._gen = torch.Generator().manual_seed(seed)
 
+    def warmup(self) -> None:
+        """One forward pass at start-up, so the first real requests do not pay for cold kernels / allocator
+        (on a loaded CPU that first batch alone could pass the ingress's timeout)."""
+        import torch
+
+        lm = self.provider.current()
+        if lm is None:
+            return
+        n = min(5, lm.catalog.num_items)
+        hist = torch.zeros((1, lm.seq_len), dtype=torch.long)  # (1, L)
+        hist[0, lm.seq_len - n:] = torch.arange(1, n + 1)
+        with torch.inference_mode():
+            lm.model.encode_users(hist.to(lm.device), None, None, num_steps=self.num_steps)
+
     def encode_batch(self, user_ids: list[int], deadlines: list[float] | None = None) -> list[EncodeResult]:
         """``deadlines``: wall-clock times (time.time()) after which the caller has given up on a request."""
         t0 = time.perf_counter()

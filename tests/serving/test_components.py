@@ -229,3 +229,18 @@ def test_retriever_sheds_queries_past_their_deadline():
     r = Retriever(S()).search_batch([([0.0], 1, [], 1, time.time() - 1), ([0.0], 1, [], 1, time.time() + 60),
                                      ([0.0], 1, [], 1)])
     assert [x.shed for x in r] == [True, False, False] and seen == [2] and r[0].items == []
+
+
+def test_warmup_runs_the_model_once_and_tolerates_no_model(tiny):
+    p, _ = _provider(tiny)
+    UserEncoder(p, StaticFeatures({})).warmup()  # no model loaded yet: nothing to do, no error
+    p.refresh()
+    calls = []
+    model = p.current().model
+    orig = model.encode_users
+    model.encode_users = lambda *a, **k: calls.append(a[0].shape) or orig(*a, **k)
+    try:
+        UserEncoder(p, StaticFeatures({}), num_steps=2).warmup()
+    finally:
+        del model.encode_users
+    assert calls == [(1, tiny[1].seq_len)]
