@@ -187,3 +187,26 @@ def test_feedback_also_produced_to_the_event_log(tmp_path):
     assert (ev.user_id, ev.item_id, ev.event_type.value, ev.arm, ev.request_id) == (5, 2, "play", "treatment",
                                                                                    r.request_id)
     assert len(read_feedback(tmp_path / "fb.jsonl")) == 1
+
+
+def test_ingress_core_maps_limits_and_unknown_users_to_4xx(tmp_path):
+    from serving.ingress import HttpError, IngressCore
+    from serving.schemas import FeedbackRequest
+
+    b = Backend()
+    core = IngressCore(_settings(unknown_user="reject", k_max=10, k_default=5, max_feedback_events=2,
+                                 feedback_log=tmp_path / "fb.jsonl"), b.encode, b.search, popularity=POP)
+    with pytest.raises(HttpError) as e:
+        asyncio.run(core.recall(RecallRequest(user_id=5, k=11)))
+    assert e.value.status == 422 and "limit 10" in e.value.message
+    b.encode_mode = "unknown_user"
+    with pytest.raises(HttpError) as e:
+        asyncio.run(core.recall(RecallRequest(user_id=5, k=3)))
+    assert e.value.status == 404 and "user 5" in e.value.message
+    ev = FeedbackEvent(request_id="x", user_id=1, item_id=1, event="impression")
+    with pytest.raises(HttpError) as e:
+        core.feedback(FeedbackRequest(events=[ev, ev, ev]))
+    assert e.value.status == 413
+    assert core.health().status == "ok"  # a cold user is not a backend failure
+    with pytest.raises(ValueError):
+        RecallRequest.model_validate({"user_id": 1, "k": 3.0})  # strict: no float -> int coercion
