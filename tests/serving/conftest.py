@@ -17,9 +17,12 @@ def ray_session():
     from ray import serve
 
     os.environ.setdefault("RAY_SERVE_LOG_TO_STDERR", "0")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    started = not ray.is_initialized()  # reuse a Ray another test module started; shut down only our own
+    if started:
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
     port = _free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     yield port
     serve.shutdown()
-    ray.shutdown()
+    if started:
+        ray.shutdown()
