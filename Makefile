@@ -35,8 +35,15 @@ test-fast: install
 demo: install
 	$(BIN)/t2diff demo
 
+# The CPU benchmarks, each printing figures measured in this run beside its same-run baseline. The GPU
+# figures (bench encode --device cuda, bench offline, bench trainer --device cuda) ran on a lent H100:
+# see benchmarks/RESULTS.md for their commands.
 bench: install
-	$(BIN)/t2diff bench all
+	$(BIN)/t2diff bench encode --device cpu
+	$(BIN)/t2diff bench stream
+	$(BIN)/t2diff bench trainer throughput
+	$(BIN)/t2diff bench trainer index
+	$(BIN)/t2diff bench serve --dataset ml-1m
 
 clean:
 	rm -rf runs .pytest_cache
