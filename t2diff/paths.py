@@ -17,3 +17,12 @@ def runs_dir() -> Path:
     p = Path(os.environ.get("T2DIFF_RUNS_DIR", REPO_ROOT / "runs")).resolve()
     p.mkdir(parents=True, exist_ok=True)
     return p
+
+
+def fsync_path(path: str | Path) -> None:
+    """fsync a file or a directory (a rename is durable only once its directory is synced)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

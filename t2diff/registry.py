@@ -32,7 +32,7 @@ from typing import Any
 from pydantic_settings import SettingsConfigDict
 
 from t2diff.config import Section
-from t2diff.paths import runs_dir
+from t2diff.paths import fsync_path, runs_dir
 
 log = logging.getLogger(__name__)
 
@@ -57,19 +57,6 @@ def _dirname(version: int) -> str:
     return f"v{int(version):06d}"
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_file(path: Path) -> None:
-    with open(path, "rb+") as f:
-        os.fsync(f.fileno())
-
-
 def write_atomic(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` so readers see the old or the new content, never a torn file."""
     path = Path(path)
@@ -83,7 +70,7 @@ def write_atomic(path: Path, text: str) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    _fsync_dir(path.parent)
+    fsync_path(path.parent)
 
 
 class ModelRegistry:
@@ -141,10 +128,10 @@ class ModelRegistry:
         tmp = Path(tempfile.mkdtemp(dir=self.root, prefix=".tmp-"))
         try:
             save_checkpoint(tmp / MODEL_FILE, model, **(extra or {}))
-            _fsync_file(tmp / MODEL_FILE)
+            fsync_path(tmp / MODEL_FILE)
             for name, data in (files or {}).items():
                 (tmp / name).write_bytes(data)
-                _fsync_file(tmp / name)
+                fsync_path(tmp / name)
             cfg = getattr(model, "cfg", None) or getattr(model, "config", None)
             body = {
                 "created_at": time.time(),
@@ -157,7 +144,7 @@ class ModelRegistry:
             while True:  # rename fails if another publisher took this number: take the next one
                 body["version"] = version
                 (tmp / META_FILE).write_text(json.dumps(body, indent=1, default=_json_default))
-                _fsync_file(tmp / META_FILE)
+                fsync_path(tmp / META_FILE)
                 try:
                     os.rename(tmp, self.path(version))
                     break
@@ -165,7 +152,7 @@ class ModelRegistry:
                     if not self.path(version).exists():
                         raise
                     version += 1
-            _fsync_dir(self.root)
+            fsync_path(self.root)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise

@@ -16,7 +16,6 @@ import logging
 import os
 import signal
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -29,6 +28,7 @@ from streaming.settings import StreamSettings
 from t2diff.data import Catalog
 from t2diff.index import IndexSettings, ItemIndex
 from t2diff.model import ModelConfig, build_model, load_checkpoint, save_checkpoint
+from t2diff.paths import fsync_path
 from t2diff.registry import ModelRegistry, RegistrySettings
 from trainer.metrics import ranks_from_scores
 from trainer.online import telemetry
@@ -49,14 +49,6 @@ def pick_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def scratch_model(s: OnlineTrainerSettings) -> tuple[torch.nn.Module, Catalog]:
@@ -173,9 +165,9 @@ class StreamTrainer:
                         replay=self.replay.state_dict(), keys=self.keys.state_dict(),
                         prequential=self.preq.state_dict(), score_log_bytes=score_bytes, stats=dict(self.stats),
                         settings=self.s.model_dump(mode="json"))
-        _fsync(tmp)
+        fsync_path(tmp)
         os.replace(tmp, self.work / STATE_FILE)
-        _fsync(self.work)
+        fsync_path(self.work)
         if self.offsets:
             self.consumer.commit(dict(self.offsets))
         self._since_ckpt, self._t_ckpt = 0, time.time()
