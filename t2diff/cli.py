@@ -13,6 +13,7 @@ import argparse
 import importlib
 import logging
 import sys
+from collections.abc import Callable
 
 from t2diff.data import dataset_stats, load_dataset
 
@@ -70,11 +71,22 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+def _run(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.DEBUG if getattr(args, "verbose", False) else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     return int(args.func(args) or 0)
+
+
+def main(argv: list[str] | None = None) -> int:
+    return _run(build_parser().parse_args(argv))
+
+
+def standalone_main(register: Callable[[CommandGroups], None], prog: str, argv: list[str] | None = None) -> int:
+    """One package's commands alone (``python -m trainer.online.cli ...``), for a GPU box that has torch but
+    not the serving / feature-store stack that the full CLI imports."""
+    p = argparse.ArgumentParser(prog=prog)
+    register(CommandGroups(p.add_subparsers(dest="command", required=True)))
+    return _run(p.parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -106,13 +106,9 @@ def register(groups) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Standalone entry (``python -m t2diff.model.cli bench encode ...``) for machines that only have torch."""
-    from t2diff.cli import CommandGroups
+    from t2diff.cli import standalone_main
 
-    p = argparse.ArgumentParser(prog="python -m t2diff.model.cli")
-    register(CommandGroups(p.add_subparsers(dest="command", required=True)))
-    args = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    return int(args.func(args) or 0)
+    return standalone_main(register, "python -m t2diff.model.cli", argv)
 
 
 if __name__ == "__main__":

@@ -202,13 +202,9 @@ def register(groups) -> None:  # noqa: ANN001 -- t2diff.cli.CommandGroups
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m trainer.online.cli ...``: only this module's commands (a GPU box without ray/feast)."""
-    from t2diff.cli import CommandGroups
+    from t2diff.cli import standalone_main
 
-    p = argparse.ArgumentParser(prog="t2diff")
-    register(CommandGroups(p.add_subparsers(dest="command", required=True)))
-    args = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    return int(args.func(args) or 0)
+    return standalone_main(register, "t2diff", argv)
 
 
 if __name__ == "__main__":
