@@ -17,25 +17,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from t2diff.model.config import ModelConfig
-from t2diff.model.towers import ItemEmbedding, ItemTower
+from t2diff.model.towers import TwoTowerModule
 
 
-class _TwoTowerBase(nn.Module):
-    """Shared item side (t2diff.model.towers, identical to T2Diff's) + full-softmax CE training."""
-
-    def __init__(self, cfg: ModelConfig, item_tags: torch.Tensor) -> None:
-        super().__init__()
-        self.cfg = cfg
-        self.items = ItemEmbedding(cfg, item_tags)  # (..,) -> (.., edim)
-        self.item_tower = ItemTower(cfg)  # (.., edim) -> (.., user_dim)
-
-    @property
-    def item_tags(self) -> torch.Tensor:
-        return self.items.item_tags
-
-    @property
-    def device(self) -> torch.device:
-        return self.items.item_tags.device
+class _TwoTowerBase(TwoTowerModule):
+    """Shared item side (t2diff.model.towers.TwoTowerModule, identical to T2Diff's) + full-softmax CE training."""
 
     def _canon(self, hist: torch.Tensor) -> torch.Tensor:
         """Last seq_len positions, left-padded with 0: (B, L) -> (B, n)."""
@@ -61,18 +47,6 @@ class _TwoTowerBase(nn.Module):
                      generator: torch.Generator | None = None, num_steps: int | None = None) -> torch.Tensor:
         # Time and sampling arguments exist for interface parity with T2Diff; these towers are deterministic.
         return self._user(self._canon(hist))
-
-    def encode_items(self, idx: torch.Tensor | None = None) -> torch.Tensor:
-        """(N+1, U) for the whole catalogue (row 0 = padding = zeros) or (len(idx), U)."""
-        if idx is None:
-            idx = torch.arange(self.items.num_items + 1, device=self.device)
-        idx = idx.to(self.device, torch.long)
-        out = self.item_tower(self.items(idx))
-        return out * (idx > 0).unsqueeze(-1).to(out.dtype)
-
-    def add_items(self, tags: torch.Tensor) -> torch.Tensor:
-        """Grow the catalogue by M cold items; the ID table becomes a new Parameter (rebuild optimizers)."""
-        return self.items.grow(tags)
 
 
 class _Block(nn.Module):

@@ -18,12 +18,11 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from t2diff.model.attention import MixedAttention, time_lag_buckets
 from t2diff.model.config import ModelConfig
 from t2diff.model.diffusion import DriftDiffusion
-from t2diff.model.towers import ItemEmbedding, ItemTower
+from t2diff.model.towers import TwoTowerModule
 
 log = logging.getLogger(__name__)
 
@@ -36,24 +35,13 @@ def _field(batch: Any, key: str, default: Any = None) -> Any:
     return getattr(batch, key, default)
 
 
-class T2Diff(nn.Module):
+class T2Diff(TwoTowerModule):
     def __init__(self, cfg: ModelConfig, item_tags: torch.Tensor) -> None:
-        super().__init__()
         if cfg.arch not in DIFFUSION_ARCHS + ("mixed_attention",):
             raise ValueError(f"T2Diff does not implement arch {cfg.arch!r}")
-        self.cfg = cfg
-        self.items = ItemEmbedding(cfg, item_tags)
-        self.item_tower = ItemTower(cfg)
+        super().__init__(cfg, item_tags)
         self.diffusion = DriftDiffusion(cfg) if cfg.arch in DIFFUSION_ARCHS else None
         self.user_tower = MixedAttention(cfg, use_next=self.diffusion is not None)
-
-    @property
-    def item_tags(self) -> torch.Tensor:
-        return self.items.item_tags
-
-    @property
-    def device(self) -> torch.device:
-        return self.items.item_tags.device
 
     # ---- inputs ----------------------------------------------------------------------------------
     def _canon(self, hist: torch.Tensor, hist_ts: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -120,20 +108,3 @@ class T2Diff(nn.Module):
         x = self.items(hist)
         x_next = self.diffusion.sample(x, mask, num_steps, generator) if self.diffusion is not None else None
         return self._user(x, mask, x_next, hist_ts, now_ts)
-
-    def encode_items(self, idx: torch.Tensor | None = None) -> torch.Tensor:
-        """(N+1, U) for the whole catalogue (row 0 = padding = zeros) or (len(idx), U)."""
-        if idx is None:
-            idx = torch.arange(self.items.num_items + 1, device=self.device)
-        idx = idx.to(self.device, torch.long)
-        out = self.item_tower(self.items(idx))
-        return out * (idx > 0).unsqueeze(-1).to(out.dtype)
-
-    def add_items(self, tags: torch.Tensor) -> torch.Tensor:
-        """Grow the catalogue by M cold items (tags (M, max_tags)); returns their indices (M,).
-
-        The ID table becomes a new Parameter: optimizers built before must be rebuilt.
-        """
-        new = self.items.grow(tags)
-        log.info("added %d items; catalogue now %d", len(new), self.items.num_items)
-        return new

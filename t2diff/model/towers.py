@@ -9,11 +9,15 @@ in one step (history + catalogue). Index 0 is padding and always maps to the zer
 """
 from __future__ import annotations
 
+import logging
+
 import torch
 from torch import nn
 
 from t2diff.model.attention import MLP
 from t2diff.model.config import ModelConfig
+
+log = logging.getLogger(__name__)
 
 
 def clip_norm(x: torch.Tensor, max_norm: float | None) -> torch.Tensor:
@@ -78,3 +82,39 @@ class ItemTower(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.mlp(x)
+
+
+class TwoTowerModule(nn.Module):
+    """The item side every arch shares (T2Diff and the baselines), so comparisons differ only in the user tower:
+    ``items`` (ID + mean tag embedding) -> ``item_tower``, full-catalogue encoding and online catalogue growth."""
+
+    def __init__(self, cfg: ModelConfig, item_tags: torch.Tensor) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.items = ItemEmbedding(cfg, item_tags)  # (..,) -> (.., edim)
+        self.item_tower = ItemTower(cfg)  # (.., edim) -> (.., user_dim)
+
+    @property
+    def item_tags(self) -> torch.Tensor:
+        return self.items.item_tags
+
+    @property
+    def device(self) -> torch.device:
+        return self.items.item_tags.device
+
+    def encode_items(self, idx: torch.Tensor | None = None) -> torch.Tensor:
+        """(N+1, U) for the whole catalogue (row 0 = padding = zeros) or (len(idx), U)."""
+        if idx is None:
+            idx = torch.arange(self.items.num_items + 1, device=self.device)
+        idx = idx.to(self.device, torch.long)
+        out = self.item_tower(self.items(idx))
+        return out * (idx > 0).unsqueeze(-1).to(out.dtype)
+
+    def add_items(self, tags: torch.Tensor) -> torch.Tensor:
+        """Grow the catalogue by M cold items (tags (M, max_tags)); returns their indices (M,).
+
+        The ID table becomes a new Parameter: optimizers built before must be rebuilt.
+        """
+        new = self.items.grow(tags)
+        log.info("added %d items; catalogue now %d", len(new), self.items.num_items)
+        return new
