@@ -10,7 +10,7 @@ Keys the user did not set keep the code's defaults. tests/deploy validates the r
 */}}
 {{- define "t2diff.configDoc" -}}
 {{- $cfg := deepCopy .Values.config -}}
-{{- range $section := list "data" "stream" "features" "trainer" "online_trainer" "registry" "index" "serving" -}}
+{{- range $section := list "stream" "features" "online_trainer" "registry" "index" "serving" -}}
 {{- if not (kindIs "map" (index $cfg $section)) -}}{{- $_ := set $cfg $section (dict) -}}{{- end -}}
 {{- end -}}
 {{- $kafka := include "t2diff.kafkaBootstrap" . -}}
