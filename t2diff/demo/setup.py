@@ -141,7 +141,8 @@ class DemoSetup:
                 log.info("warm start %s: reusing %s", arch, path)
                 continue
             argv = t2diff_cmd("train", "offline", "--dataset", "kuairand", "--arch", arch, "--preset",
-                              self.s.offline_preset, "--until-ms", str(self.split.warm_end_ms), "--catalog-all",
+                              self.s.offline_preset, "--protocol", self.s.offline_protocol,
+                              "--until-ms", str(self.split.warm_end_ms), "--catalog-all",
                               "--out", str(path), "--device", "cpu", "--threads", "1", "--seed", str(self.s.seed))
             if self.s.offline_epochs:
                 argv += ["--max-epochs", str(self.s.offline_epochs)]
