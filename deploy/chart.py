@@ -12,6 +12,7 @@ Tools: helm from ``make deploy-tools`` (.venv/bin/helm), kubernetes-validate (Py
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import logging
 import os
@@ -21,7 +22,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import yaml
 
@@ -58,11 +59,10 @@ def _stub_dependencies(chart: Path) -> None:
             "description": "offline stub of the upstream chart (deploy/chart.py)"}))
 
 
-def render(values: dict[str, Any] | None = None, set_args: list[str] | None = None, release: str = "rec",
-           namespace: str = "recsys", helm: str | None = None,
-           api_versions: list[str] | None = None) -> list[dict[str, Any]]:
-    """``helm template`` the chart with extra ``values`` (a values file) and ``--set`` strings;
-    ``api_versions`` pretends the cluster serves those (e.g. ``ray.io/v1/RayService``)."""
+@contextlib.contextmanager
+def _staged_chart(helm: str | None) -> Iterator[tuple[str, Path]]:
+    """(helm binary, a temp copy of the chart with its dependencies stubbed): helm needs the subcharts present,
+    and their repositories cannot be reached from here, so both render and lint work on such a copy."""
     helm = helm or find_helm()
     if helm is None:
         raise ChartError("helm not found: run `make deploy-tools` (installs it into .venv/bin)")
@@ -70,9 +70,18 @@ def render(values: dict[str, Any] | None = None, set_args: list[str] | None = No
         chart = Path(tmp) / "t2diff"
         shutil.copytree(CHART_DIR, chart, ignore=shutil.ignore_patterns("charts", "Chart.lock"))
         _stub_dependencies(chart)
+        yield helm, chart
+
+
+def render(values: dict[str, Any] | None = None, set_args: list[str] | None = None, release: str = "rec",
+           namespace: str = "recsys", helm: str | None = None,
+           api_versions: list[str] | None = None) -> list[dict[str, Any]]:
+    """``helm template`` the chart with extra ``values`` (a values file) and ``--set`` strings;
+    ``api_versions`` pretends the cluster serves those (e.g. ``ray.io/v1/RayService``)."""
+    with _staged_chart(helm) as (helm, chart):
         cmd = [helm, "template", release, str(chart), "--namespace", namespace]
         if values:
-            vf = Path(tmp) / "values.yaml"
+            vf = chart.parent / "values.yaml"
             vf.write_text(yaml.safe_dump(values))
             cmd += ["--values", str(vf)]
         for s in set_args or []:
@@ -88,13 +97,7 @@ def render(values: dict[str, Any] | None = None, set_args: list[str] | None = No
 
 
 def lint(helm: str | None = None, strict: bool = True, set_args: list[str] | None = None) -> str:
-    helm = helm or find_helm()
-    if helm is None:
-        raise ChartError("helm not found: run `make deploy-tools`")
-    with tempfile.TemporaryDirectory(prefix="t2diff-chart-") as tmp:
-        chart = Path(tmp) / "t2diff"
-        shutil.copytree(CHART_DIR, chart, ignore=shutil.ignore_patterns("charts", "Chart.lock"))
-        _stub_dependencies(chart)
+    with _staged_chart(helm) as (helm, chart):
         cmd = [helm, "lint", str(chart)] + (["--strict"] if strict else [])
         for a in set_args or []:
             cmd += ["--set", a]
