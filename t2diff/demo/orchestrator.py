@@ -72,16 +72,7 @@ class Demo(DemoSetup):
         t_start = time.time()
         bar = tqdm(self.moments, desc="replay requests", unit="req", file=sys.stderr, mininterval=2)
         for i, m in enumerate(bar):
-            while nxt is not None and nxt[0] < m.ts_ms:  # everything before the moment goes in first
-                if observe is not None:
-                    observe(nxt[2])
-                p = self.producer.produce(*nxt)
-                if p is not None:
-                    self.monitor.on_flush(p)
-                nxt = next(events, None)
-            p = self.producer.flush()
-            if p is not None:
-                self.monitor.on_flush(p)
+            nxt = self._produce_until(events, nxt, m.ts_ms, observe)  # everything before the moment goes in first
             if wall_span > 0:  # pace event time against the wall clock so the trainer can publish versions
                 due = t_start + wall_span * (m.ts_ms - self.split.warm_end_ms) / span_ms
                 if due > time.time():
@@ -91,18 +82,26 @@ class Demo(DemoSetup):
                 bar.set_postfix(events=self.producer.count, versions=len(self.monitor.versions))
             if self.client is not None:
                 self._ask(m)
-        while nxt is not None:
-            p = self.producer.produce(*nxt)
-            if p is not None:
-                self.monitor.on_flush(p)
-            nxt = next(events, None)
-        p = self.producer.flush()
-        if p is not None:
-            self.monitor.on_flush(p)
+        self._produce_until(events, nxt, None)  # the rest of the replay window, after the last moment
         bar.close()
         log.info("replay: %d events produced, %d requests asked, %d feedback events", self.producer.count,
                  len(self.answers), self.feedback_events)
         self._phase("replay", t)
+
+    def _produce_until(self, events, nxt, until_ms: int | None, observe=None):  # noqa: ANN001
+        """Produce the pending event ``nxt`` and those after it with event time < ``until_ms`` (all when None),
+        flush, and return the first event not produced. Each flush is reported to the freshness monitor."""
+        while nxt is not None and (until_ms is None or nxt[0] < until_ms):
+            if observe is not None:
+                observe(nxt[2])
+            self._on_flush(self.producer.produce(*nxt))
+            nxt = next(events, None)
+        self._on_flush(self.producer.flush())
+        return nxt
+
+    def _on_flush(self, flushed) -> None:  # noqa: ANN001
+        if flushed is not None:
+            self.monitor.on_flush(flushed)
 
     def _ask(self, m) -> None:  # noqa: ANN001
         arms = [a["name"] for a in self.arms] if self.client.mode != "sticky" else [None]
