@@ -17,7 +17,9 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
+import torch
 
+from trainer.metrics import batch_metric_sums, metrics_from_ranks
 from trainer.online import telemetry
 
 log = logging.getLogger(__name__)
@@ -34,11 +36,9 @@ class RunningRanks:
         self.recent: deque[int] = deque(maxlen=window)
 
     def add(self, ranks: np.ndarray) -> None:
-        r = np.asarray(ranks, dtype=np.float64)
-        for k in self.ks:
-            hit = r <= k
-            self.sums[f"recall@{k}"] += float(hit.sum())
-            self.sums[f"mrr@{k}"] += float(np.where(hit, 1.0 / r, 0.0).sum())
+        r = np.asarray(ranks, dtype=np.int64)
+        for key, v in batch_metric_sums(torch.from_numpy(r), self.ks).items():
+            self.sums[key] += v
         self.n += len(r)
         self.recent.extend(int(x) for x in r)
 
@@ -57,12 +57,12 @@ class RunningRanks:
 
 
 def metrics_of(ranks: np.ndarray, ks: Sequence[int]) -> dict[str, float]:
-    r = np.asarray(ranks, dtype=np.float64)
-    out = {}
-    for k in ks:
-        hit = r <= k
-        out[f"recall@{k}"] = float(hit.mean())
-        out[f"mrr@{k}"] = float(np.where(hit, 1.0 / r, 0.0).mean())
+    """Recall@K / MRR@K means (trainer.metrics) without the count, so every key is a gauge; NaN when empty."""
+    r = np.asarray(ranks, dtype=np.int64)
+    if len(r) == 0:
+        return {f"{m}@{k}": float("nan") for k in ks for m in ("recall", "mrr")}
+    out = metrics_from_ranks(torch.from_numpy(r), ks)
+    out.pop("n")
     return out
 
 
