@@ -24,7 +24,8 @@ class DemoSettings(Section):
     min_history: int = Field(1, ge=0, description="positives a user needs before t to be a request moment")
     horizon_hours: float = Field(24.0, gt=0, description="'next' = watched within this long after the request...")
     horizon_events: int = Field(20, ge=1, description="... and at most this many watched items")
-    ev_threshold_ms: int = Field(10_000, ge=0, description="effective view = long_view or play_time >= this")
+    ev_threshold_ms: int = Field(10_000, gt=0,
+                                 description="effective view = long_view or play_time >= this (also serving's)")
     seed: int = 0
     # --- arms / serving ---
     k: int = Field(100, ge=1, le=1000, description="candidates asked per arm (KuaiRand cut-off 100, as the paper)")

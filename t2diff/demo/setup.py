@@ -126,6 +126,8 @@ class DemoSetup:
                 "features": {"kind": "feast", "dataset": "kuairand"}, "k_default": self.s.k,
                 "k_max": max(self.s.k, 200), "timeout_s": 10.0,
                 "feedback_log": str(self.state / "feedback" / "feedback.jsonl"),
+                # one effective-view definition for our report and serving's own `ab report` of the same run
+                "evr_threshold_s": self.s.ev_threshold_ms / 1000.0,
             },
         }
         self.cfg_path = self.state / "config.yaml"
