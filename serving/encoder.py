@@ -112,9 +112,16 @@ class ModelProvider:
 
 
 class UserEncoder:
+    """``seed``: the reverse process draws its noise from a generator seeded once (None: torch's global one).
+    ``reseed_per_batch``: restart that generator for every batch, so the noise depends on the batch alone and
+    one history encoded twice (two arms on one model, a paired in-process comparison) gives one vector."""
+
     def __init__(self, provider: ModelProvider, features: FeatureSource, seed: int | None = None,
-                 num_steps: int | None = None, cuda_graph_batch: int = 0) -> None:
+                 num_steps: int | None = None, cuda_graph_batch: int = 0, reseed_per_batch: bool = False) -> None:
         self.provider, self.features, self.num_steps = provider, features, num_steps
+        if reseed_per_batch and seed is None:
+            raise ValueError("reseed_per_batch needs a seed")
+        self.seed, self.reseed_per_batch = seed, reseed_per_batch
         # On CUDA the reverse process is launch-bound (benchmarks/encode.md: 47 ms eager vs 7 ms graphed at
         # batch 1, T=50): capture it once per (model version, steps) for batches up to cuda_graph_batch.
         self.cuda_graph_batch = cuda_graph_batch
@@ -139,8 +146,11 @@ class UserEncoder:
         with torch.inference_mode():
             lm.model.encode_users(hist.to(lm.device), None, None, num_steps=self.num_steps)
 
-    def encode_batch(self, user_ids: list[int], deadlines: list[float] | None = None) -> list[EncodeResult]:
-        """``deadlines``: wall-clock times (time.time()) after which the caller has given up on a request."""
+    def encode_batch(self, user_ids: list[int], deadlines: list[float] | None = None,
+                     now_ms: list[int | None] | None = None) -> list[EncodeResult]:
+        """``deadlines``: wall-clock times (time.time()) after which the caller has given up on a request.
+        ``now_ms``: each request's clock (ms) for the time-lag feature, where the caller has one (a replay of a
+        log at the log's own times); None, or a None entry, = the user's latest event."""
         t0 = time.perf_counter()
         if deadlines is not None:
             now = time.time()
@@ -149,14 +159,15 @@ class UserEncoder:
                 out: list[EncodeResult] = [EncodeResult("overloaded", batch_size=len(user_ids))
                                            for _ in user_ids]
                 if live:
-                    for j, r in zip(live, self.encode_batch([user_ids[j] for j in live])):
+                    sub_now = None if now_ms is None else [now_ms[j] for j in live]
+                    for j, r in zip(live, self.encode_batch([user_ids[j] for j in live], now_ms=sub_now)):
                         out[j] = r
                 for r in out:
                     r.encode_ms = (time.perf_counter() - t0) * 1000.0
                 return out
-        return self._encode(user_ids, t0)
+        return self._encode(user_ids, t0, now_ms)
 
-    def _encode(self, user_ids: list[int], t0: float) -> list[EncodeResult]:
+    def _encode(self, user_ids: list[int], t0: float, now_ms: list[int | None] | None = None) -> list[EncodeResult]:
         import torch
 
         lm = self.provider.current()
@@ -191,9 +202,15 @@ class UserEncoder:
             for b, (ii, tt) in enumerate(rows):
                 hist[b, L - len(ii):] = torch.from_numpy(ii)
                 hist_ts[b, L - len(tt):] = torch.from_numpy(tt)
-            # "now" for the time-lag feature is the user's latest event: on replayed logs wall-clock time
-            # would be years past the history and far outside what the model saw in training.
+            # "now" for the time-lag feature is the user's latest event unless the caller gave its own clock:
+            # on replayed logs wall-clock time would be years past the history and far outside what the model
+            # saw in training.
             now_ts = hist_ts.max(dim=1).values  # (B,)
+            for b, j in enumerate(row_of):
+                if now_ms is not None and now_ms[j] is not None:
+                    now_ts[b] = int(now_ms[j])  # the caller's request clock
+            if self.reseed_per_batch:
+                self._gen.manual_seed(self.seed)  # type: ignore[union-attr]
             graphed = self._graph_for(lm) if B <= self.cuda_graph_batch else None
             with torch.inference_mode():
                 if graphed is not None:

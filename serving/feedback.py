@@ -21,10 +21,22 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
+
 from serving.metrics import ServingMetrics
 from serving.schemas import FeedbackEvent
 
 log = logging.getLogger(__name__)
+
+
+def is_effective_view(long_view: Any, play_time_ms: Any, threshold_ms: float) -> Any:
+    """The effective-view rule, one definition for serving's feedback and the demo's estimator: the app's
+    long-view flag, or play time >= ``threshold_ms``. Scalars -> bool (a None flag or play time is "not set");
+    numpy arrays -> a bool array, elementwise (a None flag there is False for all)."""
+    if np.ndim(long_view) == 0 and np.ndim(play_time_ms) == 0:  # per event: plain Python, no array overhead
+        return bool(long_view) or (play_time_ms is not None and bool(play_time_ms >= threshold_ms))
+    lv = np.asarray(False if long_view is None else long_view, dtype=bool)
+    return lv if play_time_ms is None else lv | (np.asarray(play_time_ms) >= threshold_ms)
 
 
 class RequestIds:
@@ -107,7 +119,7 @@ class FeedbackRecorder:
         self.produce = produce
 
     def is_effective(self, ev: FeedbackEvent) -> bool:
-        return bool(ev.long_view) or (ev.play_time_ms is not None and ev.play_time_ms >= self.evr_threshold_ms)
+        return is_effective_view(ev.long_view, ev.play_time_ms, self.evr_threshold_ms)
 
     def record(self, events: list[FeedbackEvent]) -> tuple[int, int]:
         now = int(time.time() * 1000)

@@ -16,6 +16,8 @@ from datetime import datetime, timedelta, timezone
 import numpy as np
 import pandas as pd
 
+from serving.feedback import is_effective_view
+
 log = logging.getLogger(__name__)
 
 DAY_MS = 86_400_000
@@ -54,7 +56,7 @@ class Watched:
     ts_ms: int  # first watch inside the horizon
     play_ms: int  # summed over repeats inside the horizon
     long_view: bool
-    effective: bool  # long_view or play_ms >= threshold
+    effective: bool  # long_view or play_ms >= threshold (serving.feedback.is_effective_view)
     follow: bool
 
 
@@ -140,7 +142,8 @@ def extract_request_moments(
             if not nxt:
                 counts["nothing_watched_next"] += 1
                 continue
-            watched = [Watched(it, a[0], a[1], a[2], a[2] or a[1] >= ev_threshold_ms, a[3]) for it, a in nxt.items()]
+            watched = [Watched(it, a[0], a[1], a[2], is_effective_view(a[2], a[1], ev_threshold_ms), a[3])
+                       for it, a in nxt.items()]
             hist = [int(x) for x in items[s + before[-history_len:]]]
             out.append(RequestMoment(f"u{int(users[s])}-t{t}", int(users[s]), t, hist, watched))
     out.sort(key=lambda m: (m.ts_ms, m.user_id))
