@@ -23,6 +23,7 @@ from t2diff.data import Catalog, Interactions, dataset_stats, load_dataset, load
 from t2diff.model.config import ModelConfig
 from trainer import modelapi
 from trainer.metrics import RankingAccumulator, cutoffs_for, ranks_from_scores
+from trainer.optim import clip_per_parameter
 from trainer.protocols import SampleSet, Split, build_split
 
 log = logging.getLogger(__name__)
@@ -140,19 +141,6 @@ def evaluate(model: torch.nn.Module, samples: SampleSet, ks: tuple[int, ...], de
         acc.add(ranks_from_scores(e_u @ items.T, b["target"], rows, cols).cpu())
     model.train(was_training)
     return acc.result()
-
-
-def clip_per_parameter(model: torch.nn.Module, max_norm: float) -> None:
-    """TF ``clip_by_norm`` applied to each variable separately (official NN_adam.py), not a global norm.
-
-    Computed on the device without a host sync (a ``if norm > max`` per parameter would stall the GPU
-    queue ~40 times a step, which dominates when many small runs share one GPU)."""
-    grads = [p.grad for p in model.parameters() if p.grad is not None]
-    if not grads:
-        return
-    norms = torch._foreach_norm(grads)
-    scales = [(max_norm / (n + 1e-6)).clamp(max=1.0) for n in norms]
-    torch._foreach_mul_(grads, scales)
 
 
 def train(cfg: OfflineConfig, split: Split | None = None, catalog: Catalog | None = None,

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from t2diff.model.config import ModelConfig
+from t2diff.model.norm import LayerNorm
 
 NUM_TIME_BUCKETS = 34  # 0 = unknown / padding; b = 1 + floor(log2(1 + gap_seconds)), capped (2^32 s ≫ any log)
 
@@ -52,7 +53,7 @@ class MLP(nn.Module):
         super().__init__()
         layers: list[nn.Module] = []
         for h in hidden:
-            layers += [nn.Linear(din, h, bias=False), nn.ELU(), nn.LayerNorm(h)]
+            layers += [nn.Linear(din, h, bias=False), nn.ELU(), LayerNorm(h)]
             if dropout:
                 layers.append(nn.Dropout(dropout))
             din = h
@@ -73,9 +74,9 @@ class SessionBlock(nn.Module):
         self.k = nn.Linear(d, heads * self.hd, bias=False)
         self.v = nn.Linear(d, heads * self.hd, bias=False)
         self.o = nn.Linear(heads * self.hd, d, bias=False)
-        self.ln1 = nn.LayerNorm(d)
+        self.ln1 = LayerNorm(d)
         self.ffn = MLP(d, [ffn_dim, d], dropout=dropout)
-        self.ln2 = nn.LayerNorm(d)
+        self.ln2 = LayerNorm(d)
         self.drop = nn.Dropout(dropout)
         self.mask_self = mask_self
 

@@ -87,8 +87,10 @@ class DriftDiffusion(nn.Module):
         m = drift_mask(mask).unsqueeze(-1).to(x.dtype)  # (B, L, 1)
         z0 = prepare_drift(x, x_next, self.drift) * m
         x, m, z0 = self._pad(x, m, z0)  # (B, L', ...)
-        t = torch.randint(0, self.schedule.num_train_timesteps, (B,), device=x.device, generator=generator)
-        noise = torch.randn(z0.shape, device=x.device, dtype=x.dtype, generator=generator)
+        # generator only when given: an explicit generator=None breaks torch.compile with a symbolic batch size
+        gen = {} if generator is None else {"generator": generator}
+        t = torch.randint(0, self.schedule.num_train_timesteps, (B,), device=x.device, **gen)
+        noise = torch.randn(z0.shape, device=x.device, dtype=x.dtype, **gen)
         z_t = self.schedule.add_noise(z0, noise, t) * m
         z0_hat = self.unet(z_t, x, t)  # (B, L, D)
         # sqrt(sum sq + eps): the L2 norm with a finite gradient at 0

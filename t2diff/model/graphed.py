@@ -63,6 +63,6 @@ class GraphedEncoder:
         self.hist.zero_(), self.ts.zero_(), self.now.zero_()
         self.hist[:b].copy_(hist)
         self.ts[:b].copy_(hist_ts)
-        self.now[:b].copy_(now_ts.to(self.now.device, torch.long))
+        self.now[:b].copy_(now_ts.to(self.now.device, torch.long, non_blocking=True))
         self.graph.replay()
         return self.out[:b].clone()

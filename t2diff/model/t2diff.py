@@ -47,9 +47,13 @@ class T2Diff(TwoTowerModule):
     def _canon(self, hist: torch.Tensor, hist_ts: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Last seq_len positions, left-padded with 0: (B, L) -> (B, n)."""
         n = self.cfg.seq_len
-        hist = hist.to(self.device, torch.long)
+        # Range check where the input lives: on a host tensor it is free; on a device tensor it costs one sync
+        # (the stream trainer passes host tensors so its steps never wait on the GPU).
+        if hist.numel() and bool(((hist < 0) | (hist > self.items.num_items)).any()):
+            raise ValueError(f"item index out of range 0..{self.items.num_items}")
+        hist = hist.to(self.device, torch.long, non_blocking=True)  # async from host memory: no stream sync
         if hist_ts is not None:
-            hist_ts = hist_ts.to(self.device, torch.long)
+            hist_ts = hist_ts.to(self.device, torch.long, non_blocking=True)
         L = hist.shape[1]
         if L > n:
             hist = hist[:, -n:]
@@ -57,21 +61,31 @@ class T2Diff(TwoTowerModule):
         elif L < n:
             hist = F.pad(hist, (n - L, 0))
             hist_ts = F.pad(hist_ts, (n - L, 0)) if hist_ts is not None else None
-        if hist.numel() and (int(hist.min()) < 0 or int(hist.max()) > self.items.num_items):
-            raise ValueError(f"item index out of range 0..{self.items.num_items}")
         return hist, hist_ts
 
     def _user(self, x: torch.Tensor, mask: torch.Tensor, x_next: torch.Tensor | None,
               hist_ts: torch.Tensor | None, now_ts: torch.Tensor | None) -> torch.Tensor:
-        lag = time_lag_buckets(hist_ts, None if now_ts is None else now_ts.to(self.device), mask) \
+        lag = time_lag_buckets(hist_ts, None if now_ts is None else now_ts.to(self.device, non_blocking=True), mask) \
             if self.cfg.time_lag else None
         return self.user_tower(x, mask, x_next, lag)
 
     # ---- training --------------------------------------------------------------------------------
-    def forward(self, batch: Any) -> tuple[torch.Tensor, dict[str, float]]:
+    def forward(self, batch: Any, host_metrics: bool = True, loss_fn: Any = None) -> tuple[torch.Tensor, dict[str, Any]]:
+        """(loss, metrics). ``host_metrics=False`` leaves the metrics as detached 0-dim device tensors, so the
+        step needs no host sync (the stream trainer reads them only when it logs). ``loss_fn``: a compiled
+        ``self._loss`` (``torch.compile(model._loss)``; the stream trainer uses one on CUDA, where the eager
+        step is ~1,000 small kernel launches and bound by the host)."""
         hist, hist_ts = self._canon(_field(batch, "hist"), _field(batch, "hist_ts"))
-        target = _field(batch, "target").to(self.device, torch.long)
+        target = _field(batch, "target").to(self.device, torch.long, non_blocking=True)
         target_ts = _field(batch, "target_ts")
+        if target_ts is not None:
+            target_ts = target_ts.to(self.device, non_blocking=True)
+        loss, m = (loss_fn or self._loss)(hist, hist_ts, target, target_ts)
+        return loss, ({k: float(v) for k, v in m.items()} if host_metrics else m)
+
+    def _loss(self, hist: torch.Tensor, hist_ts: torch.Tensor | None, target: torch.Tensor,
+              target_ts: torch.Tensor | None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Eq. 25 on canonical device inputs: hist (B, n), target (B,) -> (loss, detached metric tensors)."""
         mask = hist > 0  # (B, n)
         x = self.items(hist)  # (B, n, D)
         x_tgt = self.items(target)  # (B, D)
@@ -86,8 +100,7 @@ class T2Diff(TwoTowerModule):
         loss = ce + self.cfg.lambda_kl * kl
         with torch.no_grad():
             hit1 = (logits.argmax(1) == target - 1).float().mean()
-        return loss, {"loss": float(loss.detach()), "ce": float(ce.detach()), "kl": float(kl.detach()),
-                      "hit@1": float(hit1)}
+        return loss, {"loss": loss.detach(), "ce": ce.detach(), "kl": kl.detach(), "hit@1": hit1}
 
     # ---- inference -------------------------------------------------------------------------------
     @torch.no_grad()

@@ -37,6 +37,7 @@ from trainer.online.prequential import Prequential
 from trainer.online.publish import Publisher
 from trainer.online.settings import OnlineTrainerSettings
 from trainer.online.state import RecentKeys, ReplayBuffer, UserHistories
+from trainer.optim import adam, clip_per_parameter
 
 log = logging.getLogger(__name__)
 
@@ -103,8 +104,17 @@ class StreamTrainer:
     # ------------------------------------------------------------------ start / resume
     def _setup(self, model: torch.nn.Module, catalog: Catalog) -> None:
         self.model = model.to(self.device).train()
+        # On CUDA the eager step is host-bound (~1,000 kernel launches): train through a compiled loss.
+        self._growths = 0
+        # mode "reduce-overhead": the compiled step also replays as a CUDA graph (one per batch shape), so the
+        # host no longer launches each of its ~200 kernels
+        self._loss_fn = torch.compile(self.model._loss, mode="reduce-overhead", dynamic=False) if (
+            self.device.type == "cuda" and self.s.compile_train and hasattr(self.model, "_loss")) else None
         self.catalog = catalog
-        self.opt = torch.optim.Adam(self.model.parameters(), lr=self.s.lr)
+        self.opt = adam(self.model.parameters(), self.s.lr, self.device)
+        self._pending_scores: list[tuple[list, Any, Any]] = []  # (meta, ranks getter, frozen ranks getter)
+        self._scorers: dict[int, Any] = {}  # id(model) -> (weights key, GraphedEncoder): CUDA scoring graphs
+        self._nonfinite = torch.zeros((), dtype=torch.bool, device=self.device)  # any non-finite loss since the last check
         L = self.model.cfg.seq_len
         self.hist = UserHistories(L)
         self.replay = ReplayBuffer(self.s.replay_capacity, L, seed=self.s.seed)
@@ -156,6 +166,8 @@ class StreamTrainer:
     # ------------------------------------------------------------------ checkpoint / publish
     def checkpoint(self) -> None:
         """Durable state, then commit offsets (never the other way round)."""
+        self.check_finite()  # never persist a diverged model
+        self.flush_scores()
         t0 = time.perf_counter()
         self.event_log.flush()  # dead letters produced so far are durable before their offsets are committed
         score_bytes = self.preq.sync()
@@ -176,6 +188,7 @@ class StreamTrainer:
         log.debug("checkpoint at offsets %s in %.2fs", self.offsets, time.perf_counter() - t0)
 
     def publish(self, wait: bool = False) -> bool:
+        self.flush_scores()
         ok = self.publisher.submit(
             self.model, self.catalog, extra={"stream_stats": dict(self.stats)}, metrics=self.preq.summary(),
             offsets=self.offsets, produce_ts_ms=np.asarray(self._pending_fresh, dtype=np.int64),
@@ -192,6 +205,7 @@ class StreamTrainer:
     # ------------------------------------------------------------------ one batch of records
     def process(self, records: list) -> int:
         """Apply one poll's records; returns the number of new samples trained."""
+        self.flush_scores()
         pos: list[tuple[Any, Any]] = []
         for r in records:
             self.offsets[r.partition] = r.offset + 1
@@ -217,6 +231,13 @@ class StreamTrainer:
             new, self.opt = add_cold_items(self.model, self.catalog, self.opt, cold, self.tags, seed=self.s.seed)
             if self.frozen is not None:  # the frozen baseline scores cold items by their side features too
                 grow_seeded(self.frozen, self.catalog.tags[new], self.s.seed + n0)
+            if self._loss_fn is not None:
+                # A grown embedding table fails the compiled graph's shape guards: each growth recompiles (tens of
+                # seconds). Past a few, a stream with a steady flow of new items trains eagerly instead.
+                self._growths += 1
+                if self._growths > 3:
+                    log.warning("catalogue grew %d times: training the loss eagerly from now on", self._growths)
+                    self._loss_fn = None
             self.stats["cold_items"] += len(new)
             telemetry.COLD_ITEMS.inc(len(new))
             telemetry.CATALOG.set(self.catalog.num_items)
@@ -246,10 +267,10 @@ class StreamTrainer:
         if b == 0:
             return 0
         hist, hts, target, tts = hist[:b], hts[:b], target[:b], tts[:b]
-        if self.s.prequential:
-            ranks = self.rank(self.model, hist, hts, target, tts)
-            fr = self.rank(self.frozen, hist, hts, target, tts) if self.frozen is not None else None
-            self.preq.add(meta, ranks, fr)
+        if self.s.prequential:  # scored before training on them; read back after the next poll (no stall)
+            ranks = self.rank_async(self.model, hist, hts, target, tts)
+            fr = self.rank_async(self.frozen, hist, hts, target, tts) if self.frozen is not None else None
+            self._pending_scores.append((meta, ranks, fr))
         self.train(hist, hts, target, tts)
         self.replay.add(hist, hts, target, tts)
         self.stats["samples"] += b
@@ -258,50 +279,109 @@ class StreamTrainer:
         self._since_pub += b
         return b
 
-    @torch.no_grad()
     def rank(self, model: torch.nn.Module, hist: np.ndarray, hts: np.ndarray, target: np.ndarray,
              tts: np.ndarray, chunk: int = 4096) -> np.ndarray:
         """Full-catalogue rank of each target under ``model`` (before any training on these samples)."""
+        return self.rank_async(model, hist, hts, target, tts, chunk)()
+
+    @torch.no_grad()
+    def rank_async(self, model: torch.nn.Module, hist: np.ndarray, hts: np.ndarray, target: np.ndarray,
+                   tts: np.ndarray, chunk: int = 4096):
+        """``rank`` without waiting: enqueues the scoring and a copy of the ranks to pinned host memory, and
+        returns a callable that waits for that copy only (not for the training steps queued after it)."""
         was = model.training
         model.eval()
         dev = self.device
         e_i = model.encode_items()  # (N+1, D)
         gen = torch.Generator(device=dev).manual_seed(self.s.seed + self.stats["steps"])
+        scorer = self._scorer(model, chunk)
         out = []
         for s in range(0, len(target), chunk):
-            h = torch.from_numpy(hist[s:s + chunk]).to(dev)
-            e_u = model.encode_users(h, torch.from_numpy(hts[s:s + chunk]).to(dev),
-                                     now_ts=torch.from_numpy(tts[s:s + chunk]).to(dev), generator=gen,
-                                     num_steps=self.s.eval_num_steps)  # (B, D)
-            t = torch.from_numpy(target[s:s + chunk]).to(dev)
-            out.append(ranks_from_scores(e_u @ e_i.T, t).cpu().numpy())
+            # host tensors in: the model range-checks them on the host and copies them over (no device sync)
+            h, ht = torch.from_numpy(hist[s:s + chunk]), torch.from_numpy(hts[s:s + chunk])
+            now = torch.from_numpy(tts[s:s + chunk])
+            if scorer is not None:
+                e_u = scorer(h, ht, now.to(dev, non_blocking=True))  # (B, D); noise from the default CUDA generator
+            else:
+                e_u = model.encode_users(h, ht, now_ts=now.to(dev, non_blocking=True), generator=gen,
+                                         num_steps=self.s.eval_num_steps)  # (B, D)
+            t = torch.from_numpy(target[s:s + chunk]).to(dev, non_blocking=True)
+            out.append(ranks_from_scores(e_u @ e_i.T, t))
         model.train(was)
-        return np.concatenate(out)
+        ranks = torch.cat(out)
+        if dev.type != "cuda":
+            return ranks.numpy
+        host = torch.empty(ranks.shape, dtype=ranks.dtype, pin_memory=True)
+        host.copy_(ranks, non_blocking=True)
+        done = torch.cuda.Event()
+        done.record()
+        return lambda: (done.synchronize(), host.numpy())[1]
+
+    def flush_scores(self) -> None:
+        """Hand the scores of earlier polls to the prequential accumulator, in order."""
+        while self._pending_scores:
+            meta, ranks, fr = self._pending_scores.pop(0)
+            self.preq.add(meta, ranks(), fr() if fr is not None else None)
+
+    def _scorer(self, model: torch.nn.Module, chunk: int):
+        """A CUDA-graphed (and torch.compile'd) encoder for ``model`` on CUDA with ``fast_scoring``, else None.
+
+        The graph reads the parameters in place, so optimizer steps are seen without recapture; it is rebuilt
+        when a parameter is replaced (cold items grow the embedding table)."""
+        if self.device.type != "cuda" or not self.s.fast_scoring or getattr(model, "diffusion", None) is None:
+            return None
+        from t2diff.model.graphed import GraphedEncoder
+
+        key = tuple(p.data_ptr() for p in model.parameters())
+        cached = self._scorers.get(id(model))
+        if cached is None or cached[0] != key:
+            was = model.training
+            enc = GraphedEncoder(model, batch_size=chunk, num_steps=self.s.eval_num_steps, compile=True)
+            model.train(was)
+            self._scorers[id(model)] = cached = (key, enc)
+        return cached[1]
 
     def train(self, hist: np.ndarray, hts: np.ndarray, target: np.ndarray, tts: np.ndarray) -> None:
+        """Optimisation steps over new samples (+ replayed ones). No host sync: the GPU runs a step while the
+        host decodes the next poll; non-finite losses are flagged on the device and checked by ``check_finite``
+        (at every log line and before every checkpoint, so a diverged model is never saved)."""
         bs = self.s.batch_size
         for s in range(0, len(target), bs):
             parts = [{"hist": hist[s:s + bs], "hist_ts": hts[s:s + bs], "target": target[s:s + bs],
                       "target_ts": tts[s:s + bs]}]
-            rep = self.replay.sample(int(round(len(parts[0]["target"]) * self.s.replay_ratio)))
+            n_new = len(parts[0]["target"])
+            n_rep = int(round(n_new * self.s.replay_ratio))
+            full = bs + int(round(bs * self.s.replay_ratio))  # rows of a full step: the compiled graph's shape
+            if self._loss_fn is not None and n_new < bs and n_rep and len(self.replay):
+                n_rep = full - n_new  # top a short step up with replayed samples, so every step has one shape
+            rep = self.replay.sample(n_rep)
             if rep is not None:
                 parts.append(rep)
-            batch = {k: torch.from_numpy(np.concatenate([p[k] for p in parts])).to(self.device, non_blocking=True)
-                     for k in parts[0]}
-            loss, m = self.model(batch)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"non-finite loss at step {self.stats['steps']}: {m}")
+            batch = {k: torch.from_numpy(np.concatenate([p[k] for p in parts])) for k in parts[0]}  # host tensors
+            compiled = self._loss_fn is not None and len(batch["target"]) == full
+            if compiled:  # other shapes (the first steps, before the replay buffer fills) run eagerly
+                torch.compiler.cudagraph_mark_step_begin()  # a new training iteration for the graph trees
+            loss, m = self.model(batch, host_metrics=False, **({"loss_fn": self._loss_fn} if compiled else {}))
             self.opt.zero_grad(set_to_none=True)
             loss.backward()
-            for p in self.model.parameters():  # per-variable clip_by_norm, as the official code
-                if p.grad is not None:
-                    n = p.grad.norm()
-                    p.grad.mul_(torch.clamp(self.s.clip_norm / (n + 1e-6), max=1.0))
+            clip_per_parameter(self.model, self.s.clip_norm)
             self.opt.step()
+            if compiled:
+                m = {k: v.clone() for k, v in m.items()}  # graph outputs are overwritten by the next replay
+            self._nonfinite |= ~torch.isfinite(m["loss"])
             self.stats["steps"] += 1
             telemetry.STEPS.inc()
-            self._last_loss = m.get("loss", float("nan"))
-        telemetry.LOSS.set(getattr(self, "_last_loss", float("nan")))
+            self._last_metrics = m
+
+    def check_finite(self) -> float:
+        """Raise if any step since the last check had a non-finite loss; returns the last loss (host sync)."""
+        m = getattr(self, "_last_metrics", None)
+        if bool(self._nonfinite):
+            raise FloatingPointError(f"non-finite loss before step {self.stats['steps']} (last metrics "
+                                     f"{ {k: float(v) for k, v in (m or {}).items()} })")
+        loss = float(m["loss"]) if m else float("nan")
+        telemetry.LOSS.set(loss)
+        return loss
 
     # ------------------------------------------------------------------ main loop
     def stop(self, *_: Any) -> None:
@@ -340,10 +420,12 @@ class StreamTrainer:
                 if now - t_log >= s.log_every_s:
                     rate = (self.stats["records"] - rec_at_log) / (now - t_log)
                     telemetry.THROUGHPUT.set(rate)
+                    loss = self.check_finite()
+                    self.flush_scores()
                     cum = self.preq.online.cumulative()
                     log.info("%d records (%.0f/s), %d samples, %d steps, loss %.3f, prequential R@20 %.4f "
                              "(window %.4f), catalogue %d", self.stats["records"], rate, self.stats["samples"],
-                             self.stats["steps"], getattr(self, "_last_loss", float("nan")),
+                             self.stats["steps"], loss,
                              cum.get("recall@20", float("nan")),
                              self.preq.online.windowed().get("recall@20", float("nan")), self.catalog.num_items)
                     t_log, rec_at_log = now, self.stats["records"]
@@ -363,6 +445,7 @@ class StreamTrainer:
                 "publish_failures": self.publisher.failures}
 
     def close(self) -> None:
+        self.flush_scores()
         self.publisher.wait()
         self.preq.close()
         self.consumer.close()
