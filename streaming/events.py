@@ -58,6 +58,9 @@ class EventError(ValueError):
         self.reason = reason
         self.detail = detail
 
+    def __reduce__(self):  # pickles as (reason, detail): decode workers send these back to the consumer
+        return (type(self), (self.reason, self.detail))
+
 
 def encode(event: Event) -> bytes:
     return event.model_dump_json(exclude_none=True).encode()
@@ -97,3 +100,16 @@ def decode(data: bytes | str, now_ms: int | None = None, max_future_ms: int = 5 
     if ev.ts_ms > now + max_future_ms:
         raise EventError("future_ts", f"ts_ms={ev.ts_ms} is {ev.ts_ms - now} ms ahead of now")
     return ev
+
+
+def decode_batch(values: list[bytes], now_ms: int | None = None,
+                 max_future_ms: int = 5 * 60_000) -> list[Event | EventError]:
+    """:func:`decode` over many values with one clock reading; each item is the Event or its EventError."""
+    now = int(time.time() * 1000) if now_ms is None else now_ms
+    out: list[Event | EventError] = []
+    for v in values:
+        try:
+            out.append(decode(v, now, max_future_ms))
+        except EventError as e:
+            out.append(e)
+    return out

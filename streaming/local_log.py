@@ -221,8 +221,8 @@ class LocalConsumer(Consumer):
                 rows = self._con.execute(
                     "SELECT offset, ts_ms, key, value FROM records WHERE partition=? AND offset>=? "
                     "ORDER BY offset LIMIT ?", (p, self._pos[p], max_records - len(out))).fetchall()
-                for off, ts, k, v in rows:
-                    out.append(Record(self.topic, p, off, k, v, ts))
+                topic = self.topic
+                out.extend([Record(topic, p, off, k, v, ts) for off, ts, k, v in rows])
                 if rows:
                     self._pos[p] = rows[-1][0] + 1
             self._rr = (self._rr + 1) % max(1, n)

@@ -65,3 +65,17 @@ def test_dead_letter_sink_keeps_payload_and_counts(tmp_path):
     assert {d.get("value") for d in dl} == {"{bad", None} and dl[1]["value_b64"] == "/w=="
     after = REGISTRY.get_sample_value("t2diff_dead_letters_total", {"stage": "t", "reason": "malformed_json"})
     assert after - before == 2
+
+
+def test_decode_batch_matches_decode_and_errors_pickle():
+    import pickle
+
+    from streaming.events import decode_batch
+
+    raws = [_bytes(), b"{not json", _bytes(user_id="7"), _bytes(ts_ms=NOW + 3_600_000), _bytes(item_id=9)]
+    out = decode_batch(raws, now_ms=NOW)
+    assert len(out) == len(raws)
+    assert out[0] == decode(raws[0], now_ms=NOW) and out[4].item_id == 9
+    assert [o.reason for o in out[1:4]] == ["malformed_json", "wrong_type", "future_ts"]
+    back = pickle.loads(pickle.dumps(out))  # what decode workers send to the consumer process
+    assert back[0] == out[0] and [(e.reason, e.detail) for e in back[1:4]] == [(e.reason, e.detail) for e in out[1:4]]

@@ -50,13 +50,13 @@ def _pct(x: np.ndarray, q: float) -> float:
 
 # --------------------------------------------------------------------------- throughput
 def bench_throughput(events: int, items: int, users: int, device: str, batch_size: int, poll_max: int,
-                     prequential: bool, arch: str, out: Path, seed: int = 0) -> dict[str, Any]:
+                     prequential: bool, arch: str, out: Path, seed: int = 0, decode_workers: int = 0) -> dict[str, Any]:
     from t2diff.model import build_model
     from trainer.online.loop import StreamTrainer, pick_device
     from trainer.online.settings import OnlineTrainerSettings
     from trainer.online.synthetic import produce, synthetic_catalog, synthetic_events, tiny_config
 
-    root = out / f"throughput-{int(time.time())}"
+    root = out / f"throughput-{time.time_ns()}"
     st, el = _stack(root)
     cat = synthetic_catalog(items, num_tags=70, max_tags=3, seed=seed)
     t0 = time.time()
@@ -68,7 +68,8 @@ def bench_throughput(events: int, items: int, users: int, device: str, batch_siz
     s = OnlineTrainerSettings(work_dir=root / "work", device=device, cold_tags="none", batch_size=batch_size,
                               poll_max=poll_max, idle_exit_s=1.0, prequential=prequential, score_log=prequential,
                               publish_index=False, publish_every_s=1e9, publish_on_exit=False,
-                              checkpoint_every_s=30, checkpoint_every_events=10**9, log_every_s=10)
+                              checkpoint_every_s=30, checkpoint_every_events=10**9, log_every_s=10,
+                              decode_workers=decode_workers)
     tr = StreamTrainer(s, st, event_log=el, init=(model, cat))
     dev = pick_device(device)
     # warm-up (CUDA context, kernel selection) outside the timed run, on random samples
@@ -107,6 +108,7 @@ def bench_throughput(events: int, items: int, users: int, device: str, batch_siz
     return {"events": res["records"], "wall_s": wall, "e2e_events_per_s": e2e, "model_only_samples_per_s": model_only,
             "samples": res["stats"]["samples"], "steps": res["stats"]["steps"], "device": device_name(dev),
             "batch_size": batch_size, "poll_max": poll_max, "prequential": prequential, "items": items,
+            "decode_workers": decode_workers,
             "arch": arch, "replay_ratio": s.replay_ratio}
 
 

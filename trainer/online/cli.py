@@ -89,15 +89,17 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     if what == "throughput":
         rows = []
         for pq in ([True, False] if args.both else [not args.no_prequential]):
-            r = bench.bench_throughput(args.events, args.items, args.users, args.device, args.batch_size,
-                                       args.poll_max, pq, args.arch, out)
-            rows.append(r)
-            print(bench.to_json(r))
-        body = (f"device: {rows[0]['device']}  \n\n| arch | prequential | items | events | batch | wall s | "
-                "end-to-end events/s | model-only samples/s |\n|---|---|---|---|---|---|---|---|\n")
+            for workers in [int(w) for w in str(args.decode_workers).split(",")]:
+                r = bench.bench_throughput(args.events, args.items, args.users, args.device, args.batch_size,
+                                           args.poll_max, pq, args.arch, out, decode_workers=workers)
+                rows.append(r)
+                print(bench.to_json(r))
+        body = (f"device: {rows[0]['device']}  \n\n| arch | prequential | decode workers | items | events | batch | "
+                "wall s | end-to-end events/s | model-only samples/s |\n|---|---|---|---|---|---|---|---|---|\n")
         for r in rows:
-            body += (f"| {r['arch']} | {r['prequential']} | {r['items']} | {r['events']} | {r['batch_size']} | "
-                     f"{r['wall_s']:.1f} | {r['e2e_events_per_s']:.0f} | {r['model_only_samples_per_s']:.0f} |\n")
+            body += (f"| {r['arch']} | {r['prequential']} | {r['decode_workers']} | {r['items']} | {r['events']} | "
+                     f"{r['batch_size']} | {r['wall_s']:.1f} | {r['e2e_events_per_s']:.0f} | "
+                     f"{r['model_only_samples_per_s']:.0f} |\n")
         bench.write_section(md, f"Streaming training throughput ({rows[0]['device']})", body)
     elif what == "index":
         rows = bench.bench_index(args.items, args.dim, args.queries, args.index_types, out)
@@ -186,6 +188,8 @@ def register(groups) -> None:  # noqa: ANN001 -- t2diff.cli.CommandGroups
     b.add_argument("--poll-max", dest="poll_max", type=int, default=8192)
     b.add_argument("--no-prequential", action="store_true")
     b.add_argument("--both", action="store_true", help="throughput with and without prequential scoring")
+    b.add_argument("--decode-workers", dest="decode_workers", default="0",
+                   help="throughput: comma-separated decode worker counts to measure, e.g. 0,8 (0 = in process)")
     b.add_argument("--dim", type=int, default=8)
     b.add_argument("--queries", type=int, default=200)
     b.add_argument("--index-types", dest="index_types", nargs="+", default=["FLAT", "HNSW", "IVF_FLAT"])

@@ -12,6 +12,7 @@ effects were kept is not read again.
 from __future__ import annotations
 
 import copy
+import gc
 import logging
 import os
 import signal
@@ -22,7 +23,7 @@ import numpy as np
 import torch
 
 from streaming.deadletter import DeadLetterSink
-from streaming.events import EventError, decode
+from streaming.events import EventError
 from streaming.log import EventLog, open_event_log
 from streaming.settings import StreamSettings
 from t2diff.data import Catalog
@@ -32,6 +33,7 @@ from t2diff.paths import fsync_path
 from t2diff.registry import ModelRegistry, RegistrySettings
 from trainer.metrics import ranks_from_scores
 from trainer.online import telemetry
+from trainer.online.decoding import Decoded, DecodePool, decode_fields
 from trainer.online.growth import add_cold_items, cold_tag_lookup, grow_seeded
 from trainer.online.prequential import Prequential
 from trainer.online.publish import Publisher
@@ -86,6 +88,7 @@ class StreamTrainer:
         self.registry = ModelRegistry(settings=registry or RegistrySettings())
         self.index = ItemIndex(settings=index or IndexSettings()) if s.publish_index else None
         self.publisher = Publisher(self.registry, self.index)
+        self.decoder = DecodePool(s.decode_workers, self.stream.max_future_ms) if s.decode_workers > 0 else None
         self.preq = Prequential(s.eval_ks, s.window, self.work / SCORE_LOG if s.score_log else None,
                                 frozen=s.compare_frozen)
         self.stats: dict[str, Any] = {"records": 0, "samples": 0, "steps": 0, "dead_letters": 0, "cold_items": 0,
@@ -203,23 +206,25 @@ class StreamTrainer:
         return ok
 
     # ------------------------------------------------------------------ one batch of records
-    def process(self, records: list) -> int:
-        """Apply one poll's records; returns the number of new samples trained."""
+    def process(self, records: list, decoded: Decoded | None = None) -> int:
+        """Apply one poll's records; returns the number of new samples trained. ``decoded``: the records'
+        values already decoded (``DecodePool``), in order; decoded here when absent."""
         self.flush_scores()
+        if decoded is None:
+            decoded = decode_fields([r.value for r in records], max_future_ms=self.stream.max_future_ms)
         pos: list[tuple[Any, Any]] = []
-        for r in records:
-            self.offsets[r.partition] = r.offset + 1
-            try:
-                ev = decode(r.value, max_future_ms=self.stream.max_future_ms)
-            except EventError as e:
-                self.dlq.send(r.value, e.reason, e.detail, record=r)
+        offsets, seen, positive = self.offsets, self.keys.seen, self.positive  # hot loop: locals
+        for r, ev in zip(records, decoded):
+            offsets[r.partition] = r.offset + 1
+            if isinstance(ev, EventError):
+                self.dlq.send(r.value, ev.reason, ev.detail, record=r)
                 self.stats["dead_letters"] += 1
                 continue
-            if self.keys.seen(ev.idempotency_key):
+            if seen(ev.idempotency_key):
                 self.dlq.send(r.value, "duplicate", f"idempotency_key {ev.idempotency_key}", record=r)
                 self.stats["dead_letters"] += 1
                 continue
-            if ev.event_type.value in self.positive:
+            if ev.event_type in positive:
                 pos.append((r, ev))
         self.stats["records"] += len(records)
         telemetry.RECORDS.inc(len(records))
@@ -249,21 +254,20 @@ class StreamTrainer:
         tts = np.zeros(len(pos), dtype=np.int64)
         meta: list[dict[str, Any]] = []
         b = 0
+        index_of, write_and_append, min_h = self.catalog.index, self.hist.write_and_append, self.s.min_history
+        fresh, step, max_ts = self._pending_fresh, self.stats["steps"], self.stats["max_event_ts_ms"]
         for r, ev in pos:
-            idx = self.catalog.index(ev.item_id)
-            items, ts = self.hist.window(ev.user_id)
-            if len(items) >= self.s.min_history:
-                n = len(items)
-                if n:
-                    hist[b, L - n:], hts[b, L - n:] = items, ts
+            idx = index_of(ev.item_id)
+            # the user's history before this event becomes row b (kept only if long enough), then the event joins it
+            if write_and_append(ev.user_id, idx, ev.ts_ms, hist[b], hts[b], min_h) >= min_h:
                 target[b], tts[b] = idx, ev.ts_ms
                 meta.append({"p": r.partition, "o": r.offset, "u": ev.user_id, "i": ev.item_id, "ts": ev.ts_ms,
-                             "step": self.stats["steps"]})
+                             "step": step})
                 b += 1
-            self._pending_fresh.append(r.timestamp_ms)  # in the next version (as history or as a sample)
-            self.hist.append(ev.user_id, idx, ev.ts_ms)
-            if ev.ts_ms > self.stats["max_event_ts_ms"]:
-                self.stats["max_event_ts_ms"] = ev.ts_ms
+            fresh.append(r.timestamp_ms)  # in the next version (as history or as a sample)
+            if ev.ts_ms > max_ts:
+                max_ts = ev.ts_ms
+        self.stats["max_event_ts_ms"] = max_ts
         if b == 0:
             return 0
         hist, hts, target, tts = hist[:b], hts[:b], target[:b], tts[:b]
@@ -395,20 +399,42 @@ class StreamTrainer:
             start_http_server(s.metrics_port)
         prev = {sig: signal.signal(sig, self.stop) for sig in (signal.SIGTERM, signal.SIGINT)} \
             if _main_thread() else {}
+        gc_prev = gc.get_threshold()
+        if s.gc_threshold:
+            gc.freeze()  # what exists now (model, catalogue, restored state) is never garbage: stop re-walking it
+            gc.set_threshold(s.gc_threshold, gc_prev[1], gc_prev[2])
         t_start = t_log = time.time()
         rec_at_log = self.stats["records"]
         rec_start = self.stats["records"]
         last_data = time.time()
+        # With decode workers the loop is a two-stage pipeline: poll k+1 is read and its decoding started before
+        # poll k is applied, so workers decode while this process trains. Only applied records move the offsets
+        # that checkpoints store, so a crash re-reads what was polled ahead and never applied.
+        ahead: tuple[list, Any] | None = None
         try:
             while not self._stop:
-                if s.max_events is not None and self.stats["records"] >= s.max_events:
+                inflight = len(ahead[0]) if ahead else 0
+                if s.max_events is not None and self.stats["records"] + inflight >= s.max_events:
+                    if ahead:
+                        self.process(ahead[0], ahead[1]())
+                        ahead = None
                     break
-                limit = s.poll_max if s.max_events is None else min(s.poll_max, s.max_events - self.stats["records"])
-                recs = self.consumer.poll(limit, s.poll_timeout_s)
+                limit = s.poll_max if s.max_events is None else \
+                    min(s.poll_max, s.max_events - self.stats["records"] - inflight)
+                recs = self.consumer.poll(limit, 0.0 if ahead else s.poll_timeout_s)
                 now = time.time()
                 if recs:
                     last_data = now
-                    self.process(recs)
+                    if self.decoder is not None:
+                        nxt = (recs, self.decoder.submit([r.value for r in recs]))
+                        if ahead:
+                            self.process(ahead[0], ahead[1]())
+                        ahead = nxt
+                    else:
+                        self.process(recs)
+                elif ahead:
+                    self.process(ahead[0], ahead[1]())
+                    ahead = None
                 elif s.idle_exit_s is not None and now - last_data >= s.idle_exit_s:
                     break
                 if self._since_ckpt and (self._since_ckpt >= s.checkpoint_every_events
@@ -429,6 +455,9 @@ class StreamTrainer:
                              cum.get("recall@20", float("nan")),
                              self.preq.online.windowed().get("recall@20", float("nan")), self.catalog.num_items)
                     t_log, rec_at_log = now, self.stats["records"]
+            if ahead and not self._stop:
+                self.process(ahead[0], ahead[1]())
+            ahead = None  # on a stop signal, records read ahead are left for the next run (not in the offsets)
             if self._since_ckpt or self.stats["records"] > rec_start:
                 self.checkpoint()
             if s.publish_on_exit and self._since_pub:
@@ -438,6 +467,8 @@ class StreamTrainer:
         finally:
             for sig, h in prev.items():
                 signal.signal(sig, h)
+            gc.set_threshold(*gc_prev)
+            gc.unfreeze()
         wall = time.time() - t_start
         return {"records": self.stats["records"] - rec_start, "wall_s": wall,
                 "records_per_s": (self.stats["records"] - rec_start) / max(wall, 1e-9), "stats": dict(self.stats),
@@ -446,6 +477,8 @@ class StreamTrainer:
 
     def close(self) -> None:
         self.flush_scores()
+        if self.decoder is not None:
+            self.decoder.close()
         self.publisher.wait()
         self.preq.close()
         self.consumer.close()

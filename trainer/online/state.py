@@ -35,6 +35,26 @@ class UserHistories:
         if len(it) > self.seq_len:
             del it[0], ts[0]
 
+    def write_and_append(self, user: int, item: int, ts_ms: int, row_items: np.ndarray, row_ts: np.ndarray,
+                         min_len: int = 0) -> int:
+        """The trainer's per-event step in one lookup: write the user's window *before* this event, left-padded,
+        into ``row_items`` / ``row_ts`` (zeros, length seq_len) when it has >= ``min_len`` items, then append the
+        event. Returns that window's length."""
+        it = self._items.get(user)
+        if it is None:
+            it, ts = self._items[user], self._ts[user] = [], []
+        else:
+            ts = self._ts[user]
+        n = len(it)
+        if n and n >= min_len:
+            row_items[-n:] = it
+            row_ts[-n:] = ts
+        it.append(item)
+        ts.append(ts_ms)
+        if n >= self.seq_len:
+            del it[0], ts[0]
+        return n
+
     def fill(self, rows: list[tuple[list[int], list[int]]]) -> tuple[np.ndarray, np.ndarray]:
         """Left-padded (B, L) item and ts arrays from ``window`` snapshots (most recent last)."""
         L = self.seq_len

@@ -6,6 +6,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import torch
 
 from streaming.local_log import LocalEventLog
@@ -24,7 +25,7 @@ from trainer.online.loop import StreamTrainer
 from trainer.online.settings import OnlineTrainerSettings
 from trainer.online.synthetic import synthetic_catalog, tiny_config
 
-root, slow = Path(sys.argv[1]), float(sys.argv[2])
+root, slow, workers = Path(sys.argv[1]), float(sys.argv[2]), int(sys.argv[3])
 torch.set_num_threads(1)
 st = StreamSettings(log_dir=root / "log", partitions=4, known_items="any", known_users="any")
 el = LocalEventLog(st.resolved_log_dir(), partitions=4)
@@ -33,13 +34,14 @@ torch.manual_seed(0)
 model = build_model(tiny_config(cat), torch.from_numpy(cat.tags))
 s = OnlineTrainerSettings(work_dir=root / "work", cold_tags="none", batch_size=32, poll_max=40, idle_exit_s=0.5,
                           poll_timeout_s=0.05, checkpoint_every_events=120, checkpoint_every_s=1e9,
-                          publish_index=False, publish_every_s=1e9, publish_on_exit=False, threads=1)
+                          publish_index=False, publish_every_s=1e9, publish_on_exit=False, threads=1,
+                          decode_workers=workers)
 
 
 class Slow(StreamTrainer):
-    def process(self, records):
+    def process(self, records, decoded=None):
         time.sleep(slow)  # widen the window in which the parent kills us
-        return super().process(records)
+        return super().process(records, decoded)
 
 
 tr = Slow(s, st, event_log=el, init=(model, cat))
@@ -50,13 +52,14 @@ print("DONE")
 """
 
 
-def _spawn(root: Path, slow: float) -> subprocess.Popen:
+def _spawn(root: Path, slow: float, workers: int) -> subprocess.Popen:
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    return subprocess.Popen([sys.executable, "-c", CHILD, str(root), str(slow)], env=env,
+    return subprocess.Popen([sys.executable, "-c", CHILD, str(root), str(slow), str(workers)], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
-def test_sigkill_and_restart_loses_nothing_and_trains_nothing_twice(tmp_path):
+@pytest.mark.parametrize("workers", [0, 2], ids=["decode-in-process", "decode-workers"])
+def test_sigkill_and_restart_loses_nothing_and_trains_nothing_twice(tmp_path, workers):
     el = LocalEventLog(tmp_path / "log", partitions=4)
     cat = synthetic_catalog(40, num_tags=6)
     evs = synthetic_events(1200, 30, cat.raw_ids, seed=3, extra_ids=[7001, 7002, 7003], p_extra=0.01)
@@ -68,7 +71,7 @@ def test_sigkill_and_restart_loses_nothing_and_trains_nothing_twice(tmp_path):
         seen.add(ev.user_id)
 
     state, score_log = tmp_path / "work" / STATE_FILE, tmp_path / "work" / SCORE_LOG
-    p = _spawn(tmp_path, slow=0.05)
+    p = _spawn(tmp_path, slow=0.05, workers=workers)
     deadline = time.time() + 120
     while not state.exists() and time.time() < deadline and p.poll() is None:
         time.sleep(0.05)
@@ -81,7 +84,7 @@ def test_sigkill_and_restart_loses_nothing_and_trains_nothing_twice(tmp_path):
     assert 0 < at_kill < len(evs), "the kill must land mid-stream"
     assert score_log.stat().st_size >= extra["score_log_bytes"]
 
-    p2 = _spawn(tmp_path, slow=0.0)
+    p2 = _spawn(tmp_path, slow=0.0, workers=workers)
     out, _ = p2.communicate(timeout=300)
     assert p2.returncode == 0 and "DONE" in out, out[-3000:]
 

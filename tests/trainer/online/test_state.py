@@ -35,3 +35,16 @@ def test_recent_keys_bounded():
     k2 = RecentKeys(2)
     k2.load_state_dict(k.state_dict())
     assert k2.seen("a") and k2.seen("c")
+
+
+def test_write_and_append_writes_the_window_before_the_event():
+    h = UserHistories(3)
+    rows, ts = np.zeros((5, 3), dtype=np.int64), np.zeros((5, 3), dtype=np.int64)
+    assert h.write_and_append(7, 1, 101, rows[0], ts[0]) == 0 and not rows[0].any()  # empty history: row untouched
+    assert h.write_and_append(7, 2, 102, rows[1], ts[1]) == 1 and rows[1].tolist() == [0, 0, 1]
+    h.write_and_append(7, 3, 103, rows[2], ts[2])
+    assert h.write_and_append(7, 4, 104, rows[3], ts[3]) == 3 and rows[3].tolist() == [1, 2, 3]
+    assert ts[3].tolist() == [101, 102, 103] and h.window(7) == ([2, 3, 4], [102, 103, 104])  # capped at seq_len
+    assert h.write_and_append(8, 5, 105, rows[4], ts[4], min_len=1) == 0 and not rows[4].any()
+    h.write_and_append(8, 6, 106, rows[4], ts[4], min_len=2)  # 1 item < min_len: not written
+    assert not rows[4].any() and h.window(8) == ([5, 6], [105, 106])
