@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -18,6 +19,9 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         return _rollback(args)
     import ray
 
+    # Ray Serve's request-path optimisations (benchmarks/serve.md runs 5-6); read when Ray starts, so set before
+    # ray.init; an explicit RAY_SERVE_THROUGHPUT_OPTIMIZED=0 in the environment wins.
+    os.environ.setdefault("RAY_SERVE_THROUGHPUT_OPTIMIZED", "1")
     # Ray before anything that may start the loopback Milvus server (see serving/bench.py).
     ray.init(num_cpus=args.num_cpus, include_dashboard=False, log_to_driver=False, configure_logging=False)
     config = args.config

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import logging
 import multiprocessing as mp
+import os
+import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
 from typing import Callable, NamedTuple
@@ -41,11 +43,23 @@ def decode_fields(values: list[bytes], now_ms: int | None = None, max_future_ms:
             for e in decode_batch(values, now_ms, max_future_ms)]
 
 
+def _exit_with_parent(parent: int, every_s: float = 0.5) -> None:
+    """Worker initializer: exit when the trainer is gone. A SIGKILLed trainer cannot shut its pool down, and the
+    workers would otherwise wait on their task queue forever (each holds both ends of it, so no EOF arrives)."""
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(every_s)
+        os._exit(0)
+
+    threading.Thread(target=watch, daemon=True, name="exit-with-parent").start()
+
+
 class DecodePool:
     def __init__(self, workers: int, max_future_ms: int, min_chunk: int = 512) -> None:
         self.workers, self.max_future_ms, self.min_chunk = workers, max_future_ms, min_chunk
         # spawn: the trainer process holds CUDA state and threads that a fork must not copy
-        self._ex = ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) if workers > 0 else None
+        self._ex = ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_exit_with_parent,
+                                       initargs=(os.getpid(),)) if workers > 0 else None
         if self._ex is not None:
             list(self._ex.map(decode_fields, [[]] * workers))  # start the workers now, not on the first poll
             log.info("decoding events in %d worker processes", workers)

@@ -45,6 +45,7 @@ class Slow(StreamTrainer):
 
 
 tr = Slow(s, st, event_log=el, init=(model, cat))
+print("WORKERS", *(tr.decoder._ex._processes if tr.decoder else []), flush=True)
 tr.run()
 tr.close()
 el.close()
@@ -72,6 +73,11 @@ def test_sigkill_and_restart_loses_nothing_and_trains_nothing_twice(tmp_path, wo
 
     state, score_log = tmp_path / "work" / STATE_FILE, tmp_path / "work" / SCORE_LOG
     p = _spawn(tmp_path, slow=0.05, workers=workers)
+    line = p.stdout.readline()
+    while line and not line.startswith("WORKERS"):
+        line = p.stdout.readline()
+    pool = [int(x) for x in line.split()[1:]]
+    assert len(pool) == workers, line
     deadline = time.time() + 120
     while not state.exists() and time.time() < deadline and p.poll() is None:
         time.sleep(0.05)
@@ -79,6 +85,11 @@ def test_sigkill_and_restart_loses_nothing_and_trains_nothing_twice(tmp_path, wo
     assert p.poll() is None, p.stdout.read()[-3000:]
     p.send_signal(signal.SIGKILL)
     p.wait()
+    # its decode workers notice the trainer is gone and exit (nothing left behind by a kill -9)
+    deadline = time.time() + 10
+    while any(Path(f"/proc/{pid}").exists() for pid in pool) and time.time() < deadline:
+        time.sleep(0.1)
+    assert not [pid for pid in pool if Path(f"/proc/{pid}").exists()], "decode workers outlived the killed trainer"
     _, extra = load_checkpoint(state)
     at_kill = extra["stats"]["records"]
     assert 0 < at_kill < len(evs), "the kill must land mid-stream"
