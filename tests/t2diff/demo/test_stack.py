@@ -59,8 +59,11 @@ def test_death_is_reported(tmp_path):
 
 
 DRIVER = """
-import sys, time, pathlib
+import signal, sys, time, pathlib
 from t2diff.demo.stack import Stack
+# what an interactive `t2diff demo` has: a test run launched in the background (`cmd &`) starts every child with
+# SIGINT ignored, and Python then installs no KeyboardInterrupt handler
+signal.signal(signal.SIGINT, signal.default_int_handler)
 with Stack(pathlib.Path(sys.argv[1])) as st:
     c = st.start("sleeper", [sys.executable, "-c", "import time; time.sleep(120)"])
     pathlib.Path(sys.argv[2]).write_text(str(c.proc.pid))
