@@ -302,14 +302,14 @@ class StreamTrainer:
         out = []
         for s in range(0, len(target), chunk):
             # host tensors in: the model range-checks them on the host and copies them over (no device sync)
-            h, ht = torch.from_numpy(hist[s:s + chunk]), torch.from_numpy(hts[s:s + chunk])
-            now = torch.from_numpy(tts[s:s + chunk])
+            h, ht = self._host(hist[s:s + chunk]), self._host(hts[s:s + chunk])
+            now = self._host(tts[s:s + chunk])
             if scorer is not None:
                 e_u = scorer(h, ht, now.to(dev, non_blocking=True))  # (B, D); noise from the default CUDA generator
             else:
                 e_u = model.encode_users(h, ht, now_ts=now.to(dev, non_blocking=True), generator=gen,
                                          num_steps=self.s.eval_num_steps)  # (B, D)
-            t = torch.from_numpy(target[s:s + chunk]).to(dev, non_blocking=True)
+            t = self._host(target[s:s + chunk]).to(dev, non_blocking=True)
             out.append(ranks_from_scores(e_u @ e_i.T, t))
         model.train(was)
         ranks = torch.cat(out)
@@ -320,6 +320,13 @@ class StreamTrainer:
         done = torch.cuda.Event()
         done.record()
         return lambda: (done.synchronize(), host.numpy())[1]
+
+    def _host(self, a: np.ndarray) -> torch.Tensor:
+        """A host tensor for a device copy. On CUDA it is pinned: a non_blocking copy from pageable memory still
+        waits for the GPU queue to reach it (the driver stages it), which made host and GPU take turns every step;
+        from pinned memory it is a true async DMA (the caching host allocator keeps the buffer until it is done)."""
+        t = torch.from_numpy(a)
+        return t.pin_memory() if self.device.type == "cuda" else t
 
     def flush_scores(self) -> None:
         """Hand the scores of earlier polls to the prequential accumulator, in order."""
@@ -361,7 +368,7 @@ class StreamTrainer:
             rep = self.replay.sample(n_rep)
             if rep is not None:
                 parts.append(rep)
-            batch = {k: torch.from_numpy(np.concatenate([p[k] for p in parts])) for k in parts[0]}  # host tensors
+            batch = {k: self._host(np.concatenate([p[k] for p in parts])) for k in parts[0]}  # host tensors
             compiled = self._loss_fn is not None and len(batch["target"]) == full
             if compiled:  # other shapes (the first steps, before the replay buffer fills) run eagerly
                 torch.compiler.cudagraph_mark_step_begin()  # a new training iteration for the graph trees
