@@ -132,6 +132,8 @@ def run_bench(dataset: str | None, num_items: int, rates: list[float], duration_
 
     t_start = time.perf_counter()
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one INFO line per request would cost CPU here
+    # As `t2diff serve` deploys it (serving/cli.py); RAY_SERVE_THROUGHPUT_OPTIMIZED=0 measures Ray's defaults.
+    os.environ.setdefault("RAY_SERVE_THROUGHPUT_OPTIMIZED", "1")
     # Ray first: starting it after the loopback Milvus server has come up made its raylet time out here.
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
     root.mkdir(parents=True, exist_ok=True)
@@ -207,7 +209,8 @@ def run_bench(dataset: str | None, num_items: int, rates: list[float], duration_
         ray.shutdown()
         world.stop_index()
     out["wall_s"] = time.perf_counter() - t_start
-    out["device"] = f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores (shared), no GPU"
+    out["device"] = (f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores (shared), no GPU; "
+                     f"RAY_SERVE_THROUGHPUT_OPTIMIZED={os.environ.get('RAY_SERVE_THROUGHPUT_OPTIMIZED', '')}")
     return out
 
 
