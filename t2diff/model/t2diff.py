@@ -51,7 +51,7 @@ class T2Diff(TwoTowerModule):
         # (the stream trainer passes host tensors so its steps never wait on the GPU).
         if hist.numel() and bool(((hist < 0) | (hist > self.items.num_items)).any()):
             raise ValueError(f"item index out of range 0..{self.items.num_items}")
-        hist = hist.to(self.device, torch.long, non_blocking=True)  # async from host memory: no stream sync
+        hist = hist.to(self.device, torch.long, non_blocking=True)  # truly async from pinned host memory
         if hist_ts is not None:
             hist_ts = hist_ts.to(self.device, torch.long, non_blocking=True)
         L = hist.shape[1]

@@ -231,16 +231,16 @@ def bench_prequential(pretrain_days: float, epochs: int, device: str, arch: str,
     from trainer.online.state import UserHistories
 
     hist = UserHistories(cfg.seq_len)
-    rows, tg, tt = [], [], []
+    n_head = int(head.sum())
+    H = np.zeros((n_head, cfg.seq_len), dtype=np.int64)  # (B, L) left-padded, as the stream trainer builds them
+    HT = np.zeros((n_head, cfg.seq_len), dtype=np.int64)
+    tg, tt = [], []
     for uu, ii, t in zip(u[head].tolist(), it[head].tolist(), ts[head].tolist()):
         idx = cat.index(ii)
-        if hist.length(uu) >= 1:
-            w = hist.window(uu)
-            rows.append((list(w[0]), list(w[1])))
+        if hist.write_and_append(uu, idx, t, H[len(tg)], HT[len(tg)], min_len=1) >= 1:
             tg.append(idx)
             tt.append(t)
-        hist.append(uu, idx, t)
-    H, HT = hist.fill(rows)
+    H, HT = H[:len(tg)], HT[:len(tg)]
     T, TT = np.asarray(tg), np.asarray(tt)
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)  # official KuaiRand lr; `lr` is the stream's
     t0 = time.time()

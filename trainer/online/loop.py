@@ -107,10 +107,10 @@ class StreamTrainer:
     # ------------------------------------------------------------------ start / resume
     def _setup(self, model: torch.nn.Module, catalog: Catalog) -> None:
         self.model = model.to(self.device).train()
-        # On CUDA the eager step is host-bound (~1,000 kernel launches): train through a compiled loss.
+        # On CUDA the eager step is host-bound (~1,000 kernel launches): train through a compiled loss, mode
+        # "reduce-overhead" so the compiled step also replays as a CUDA graph (one per batch shape) and the host no
+        # longer launches each of its ~200 kernels. _growths counts the recompiles that cold items cause.
         self._growths = 0
-        # mode "reduce-overhead": the compiled step also replays as a CUDA graph (one per batch shape), so the
-        # host no longer launches each of its ~200 kernels
         self._loss_fn = torch.compile(self.model._loss, mode="reduce-overhead", dynamic=False) if (
             self.device.type == "cuda" and self.s.compile_train and hasattr(self.model, "_loss")) else None
         self.catalog = catalog
@@ -357,12 +357,12 @@ class StreamTrainer:
         host decodes the next poll; non-finite losses are flagged on the device and checked by ``check_finite``
         (at every log line and before every checkpoint, so a diverged model is never saved)."""
         bs = self.s.batch_size
+        full = bs + int(round(bs * self.s.replay_ratio))  # rows of a full step: the compiled graph's shape
         for s in range(0, len(target), bs):
             parts = [{"hist": hist[s:s + bs], "hist_ts": hts[s:s + bs], "target": target[s:s + bs],
                       "target_ts": tts[s:s + bs]}]
             n_new = len(parts[0]["target"])
             n_rep = int(round(n_new * self.s.replay_ratio))
-            full = bs + int(round(bs * self.s.replay_ratio))  # rows of a full step: the compiled graph's shape
             if self._loss_fn is not None and n_new < bs and n_rep and len(self.replay):
                 n_rep = full - n_new  # top a short step up with replayed samples, so every step has one shape
             rep = self.replay.sample(n_rep)
@@ -417,14 +417,19 @@ class StreamTrainer:
         # With decode workers the loop is a two-stage pipeline: poll k+1 is read and its decoding started before
         # poll k is applied, so workers decode while this process trains. Only applied records move the offsets
         # that checkpoints store, so a crash re-reads what was polled ahead and never applied.
-        ahead: tuple[list, Any] | None = None
+        ahead: tuple[list, Any] | None = None  # (records, decoded getter) read ahead, not applied yet
+
+        def apply_ahead() -> None:
+            nonlocal ahead
+            if ahead:
+                self.process(ahead[0], ahead[1]())
+            ahead = None
+
         try:
             while not self._stop:
                 inflight = len(ahead[0]) if ahead else 0
                 if s.max_events is not None and self.stats["records"] + inflight >= s.max_events:
-                    if ahead:
-                        self.process(ahead[0], ahead[1]())
-                        ahead = None
+                    apply_ahead()
                     break
                 limit = s.poll_max if s.max_events is None else \
                     min(s.poll_max, s.max_events - self.stats["records"] - inflight)
@@ -434,14 +439,12 @@ class StreamTrainer:
                     last_data = now
                     if self.decoder is not None:
                         nxt = (recs, self.decoder.submit([r.value for r in recs]))
-                        if ahead:
-                            self.process(ahead[0], ahead[1]())
+                        apply_ahead()
                         ahead = nxt
                     else:
                         self.process(recs)
                 elif ahead:
-                    self.process(ahead[0], ahead[1]())
-                    ahead = None
+                    apply_ahead()
                 elif s.idle_exit_s is not None and now - last_data >= s.idle_exit_s:
                     break
                 if self._since_ckpt and (self._since_ckpt >= s.checkpoint_every_events
@@ -462,9 +465,9 @@ class StreamTrainer:
                              cum.get("recall@20", float("nan")),
                              self.preq.online.windowed().get("recall@20", float("nan")), self.catalog.num_items)
                     t_log, rec_at_log = now, self.stats["records"]
-            if ahead and not self._stop:
-                self.process(ahead[0], ahead[1]())
-            ahead = None  # on a stop signal, records read ahead are left for the next run (not in the offsets)
+            if self._stop:
+                ahead = None  # on a stop signal, records read ahead are left for the next run (not in the offsets)
+            apply_ahead()
             if self._since_ckpt or self.stats["records"] > rec_start:
                 self.checkpoint()
             if s.publish_on_exit and self._since_pub:

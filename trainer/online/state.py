@@ -21,32 +21,24 @@ class UserHistories:
     def __len__(self) -> int:
         return len(self._items)
 
-    def length(self, user: int) -> int:
-        return len(self._items.get(user, ()))
-
     def window(self, user: int) -> tuple[list[int], list[int]]:
         return self._items.get(user, []), self._ts.get(user, [])
 
     def append(self, user: int, item: int, ts_ms: int) -> None:
-        it = self._items.setdefault(user, [])
-        ts = self._ts.setdefault(user, [])
-        it.append(item)
-        ts.append(ts_ms)
-        if len(it) > self.seq_len:
-            del it[0], ts[0]
+        self.write_and_append(user, item, ts_ms)
 
-    def write_and_append(self, user: int, item: int, ts_ms: int, row_items: np.ndarray, row_ts: np.ndarray,
-                         min_len: int = 0) -> int:
+    def write_and_append(self, user: int, item: int, ts_ms: int, row_items: np.ndarray | None = None,
+                         row_ts: np.ndarray | None = None, min_len: int = 0) -> int:
         """The trainer's per-event step in one lookup: write the user's window *before* this event, left-padded,
-        into ``row_items`` / ``row_ts`` (zeros, length seq_len) when it has >= ``min_len`` items, then append the
-        event. Returns that window's length."""
+        into ``row_items`` / ``row_ts`` (zeros, length seq_len; None = do not write) when it has >= ``min_len``
+        items, then append the event. Returns that window's length."""
         it = self._items.get(user)
         if it is None:
             it, ts = self._items[user], self._ts[user] = [], []
         else:
             ts = self._ts[user]
         n = len(it)
-        if n and n >= min_len:
+        if row_items is not None and n and n >= min_len:
             row_items[-n:] = it
             row_ts[-n:] = ts
         it.append(item)
