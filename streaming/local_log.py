@@ -38,10 +38,23 @@ CREATE TRIGGER IF NOT EXISTS records_no_delete BEFORE DELETE ON records
 """
 
 
+_LOCK_WAIT_S = 30.0
+
+
 def _connect(path: Path, fsync: str) -> sqlite3.Connection:
     # isolation_level=None: we issue BEGIN/COMMIT ourselves; timeout: wait for another writer's lock.
-    con = sqlite3.connect(path, timeout=30.0, isolation_level=None, check_same_thread=False)
-    con.execute("PRAGMA journal_mode=WAL")
+    con = sqlite3.connect(path, timeout=_LOCK_WAIT_S, isolation_level=None, check_same_thread=False)
+    # Switching a file to WAL needs an exclusive lock for which SQLite does not call the busy handler: two
+    # processes opening a new topic at once could get "database is locked" at once. Wait as for any other lock.
+    deadline = time.monotonic() + _LOCK_WAIT_S
+    while True:
+        try:
+            con.execute("PRAGMA journal_mode=WAL")
+            break
+        except sqlite3.OperationalError as e:
+            if "locked" not in str(e) or time.monotonic() >= deadline:
+                raise
+            time.sleep(0.01)
     con.execute(f"PRAGMA synchronous={fsync.upper()}")
     return con
 
