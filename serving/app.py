@@ -1,5 +1,5 @@
 """Typed app builder: ``build_app(settings)`` -> a Ray Serve Application (Ingress bound to one encoder and one
-retriever per model source). ``serve run serving.app:app_from_config config=...`` or ``t2diff serve``."""
+retriever per model source, or to one Recaller per model source with ``topology: fused``). ``serve run serving.app:app_from_config config=...`` or ``t2diff serve``."""
 from __future__ import annotations
 
 import logging
@@ -12,26 +12,37 @@ log = logging.getLogger(__name__)
 
 
 def build_app(settings: ServingSettings) -> Any:
-    from serving.deployments import EncoderDeployment, IngressDeployment, RetrieverDeployment
+    from serving.deployments import (EncoderDeployment, IngressDeployment, RecallerDeployment,
+                                     RetrieverDeployment)
 
     cfg = settings.model_dump(mode="json")
-    encoders, retrievers = {}, {}
+    encoders, retrievers, recallers = {}, {}, {}
     used = {a.source for a in settings.experiment.arms}
+    fused = settings.topology == "fused"
+    logs = {"enable_access_log": settings.access_log}
     for name, src in settings.model_sources().items():
         if name not in used and settings.arms_file is None:
             continue  # no arm can reach it (with an arms file, any source may be switched on later)
-        encoders[name] = EncoderDeployment.options(
-            name=f"UserEncoder_{name}", num_replicas=settings.encoder_replicas,
+        # The encoder's options (replicas, GPU, user_config) apply to the fused Recaller too: it holds the encoder.
+        encoder_cls, kind = (RecallerDeployment, "Recaller") if fused else (EncoderDeployment, "UserEncoder")
+        dep = encoder_cls.options(
+            name=f"{kind}_{name}", num_replicas=settings.encoder_replicas,
             max_ongoing_requests=settings.max_ongoing_requests,
-            ray_actor_options={"num_cpus": 0, "num_gpus": settings.num_gpus_encoder},
+            ray_actor_options={"num_cpus": 0, "num_gpus": settings.num_gpus_encoder}, logging_config=logs,
             user_config={"version": src.version, "poll_s": src.poll_s, "max_batch_size": settings.batch.max_batch_size,
                          "wait_ms": settings.batch.wait_ms, "num_steps": settings.encoder_steps},
         ).bind(name, cfg)
+        if fused:
+            recallers[name] = dep
+            continue
+        encoders[name] = dep
         retrievers[name] = RetrieverDeployment.options(
             name=f"Retriever_{name}", num_replicas=settings.retriever_replicas,
-            max_ongoing_requests=settings.max_ongoing_requests).bind(name, cfg)
+            max_ongoing_requests=settings.max_ongoing_requests, logging_config=logs).bind(name, cfg)
     return IngressDeployment.options(num_replicas=settings.ingress_replicas,
-                                     max_ongoing_requests=settings.max_ongoing_requests).bind(cfg, encoders, retrievers)
+                                     max_ongoing_requests=settings.max_ongoing_requests,
+                                     logging_config=logs).bind(
+        cfg, encoders, retrievers, recallers)
 
 
 def load_settings(config: str | Path | None = None, **overrides: Any) -> ServingSettings:

@@ -98,7 +98,7 @@ def _cpu_by_process() -> dict[str, float]:
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             continue
         role = "loadgen+driver" if p.pid == me.pid else "other"
-        for key in ("ProxyActor", "Ingress", "UserEncoder", "Retriever", "ServeController", "milvus_lite",
+        for key in ("ProxyActor", "Ingress", "UserEncoder", "Retriever", "Recaller", "ServeController", "milvus_lite",
                     "raylet", "gcs_server"):
             if key in cmd or key in title:
                 role = key
@@ -123,7 +123,8 @@ def _set_arms(path: Path, source_weights: dict[str, float]) -> None:
 def run_bench(dataset: str | None, num_items: int, rates: list[float], duration_s: float,
               baseline_duration_s: float, swap_rate: float, swap_duration_s: float, steps: int | None,
               root: Path, model_path: Path | None = None, baseline_path: Path | None = None,
-              k: int = 20, index: str = "milvus") -> dict[str, Any]:
+              k: int = 20, index: str = "milvus", topology: str = "split", compile_encoder: bool = False,
+              wait_ms: float = 2.0, haproxy: bool = False) -> dict[str, Any]:
     import ray
     from ray import serve
 
@@ -134,6 +135,8 @@ def run_bench(dataset: str | None, num_items: int, rates: list[float], duration_
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one INFO line per request would cost CPU here
     # As `t2diff serve` deploys it (serving/cli.py); RAY_SERVE_THROUGHPUT_OPTIMIZED=0 measures Ray's defaults.
     os.environ.setdefault("RAY_SERVE_THROUGHPUT_OPTIMIZED", "1")
+    if haproxy:
+        os.environ["RAY_SERVE_ENABLE_HA_PROXY"] = "1"
     # Ray first: starting it after the loopback Milvus server has come up made its raylet time out here.
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
     root.mkdir(parents=True, exist_ok=True)
@@ -142,7 +145,9 @@ def run_bench(dataset: str | None, num_items: int, rates: list[float], duration_
     world = build_world(root, num_items=num_items, num_users=5000, dataset=dataset, model_path=model_path,
                         baseline_path=baseline_path,
                         treatment_index=index,
-                        serving={"arms_file": str(arms_file), "arms_reload_s": 0.5, "encoder_steps": steps, "batch": {"max_batch_size": 32, "wait_ms": 2.0}})
+                        serving={"arms_file": str(arms_file), "arms_reload_s": 0.5, "encoder_steps": steps,
+                                 "batch": {"max_batch_size": 32, "wait_ms": wait_ms}, "topology": topology,
+                                 "encoder_compile": compile_encoder})
     port = _free_port()
     s = load_settings(world.config_path, port=port)
     serve.start(http_options={"host": "127.0.0.1", "port": port})
@@ -151,7 +156,8 @@ def run_bench(dataset: str | None, num_items: int, rates: list[float], duration_
     users = world.users
     out: dict[str, Any] = {"dataset": dataset or f"synthetic-{num_items}", "items": int(world.catalog.num_items),
                            "users": len(users), "encoder_steps": steps or world.model_cfg.diffusion_steps,
-                           "arch": world.model_cfg.arch, "k": k, "index": index, "phases": []}
+                           "arch": world.model_cfg.arch, "k": k, "index": index, "topology": topology,
+                           "encoder_compile": compile_encoder, "wait_ms": wait_ms, "phases": []}
     try:
         load(url, users, 20, 5, k)  # warm-up: first batches, JIT-free but cold caches
         plan = [("t2diff", r, duration_s) for r in rates]
@@ -210,13 +216,16 @@ def run_bench(dataset: str | None, num_items: int, rates: list[float], duration_
         world.stop_index()
     out["wall_s"] = time.perf_counter() - t_start
     out["device"] = (f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores (shared), no GPU; "
-                     f"RAY_SERVE_THROUGHPUT_OPTIMIZED={os.environ.get('RAY_SERVE_THROUGHPUT_OPTIMIZED', '')}")
+                     f"RAY_SERVE_THROUGHPUT_OPTIMIZED={os.environ.get('RAY_SERVE_THROUGHPUT_OPTIMIZED', '')}, "
+                     f"RAY_SERVE_ENABLE_HA_PROXY={os.environ.get('RAY_SERVE_ENABLE_HA_PROXY', '0')}")
     return out
 
 
 def markdown(res: dict[str, Any], command: str) -> str:
     lines = [f"### {res['dataset']}: {res['items']} items, {res['users']} users, arch {res['arch']}, "
-             f"{res['encoder_steps']} reverse steps, k={res['k']}, treatment index {res.get('index', 'milvus')}",
+             f"{res['encoder_steps']} reverse steps, k={res['k']}, treatment index {res.get('index', 'milvus')}, "
+             f"topology {res.get('topology', 'split')}, encoder compile {res.get('encoder_compile', False)}, "
+             f"batch window {res.get('wait_ms', 2.0):g} ms",
              "", f"Command: `{command}`  ", f"Device: {res['device']}; wall time {res['wall_s']:.0f} s", "",
              "| source | offered rps | requests | p50 ms | p99 ms | mean ms | done rps | errors | fallbacks | "
              "load avg (1 min) | CPU ms/request by process |",

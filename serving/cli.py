@@ -99,7 +99,8 @@ def _cmd_bench_serve(args: argparse.Namespace) -> int:
                           args.baseline_duration, args.swap_rate, args.swap_duration, args.steps, root,
                           model_path=Path(args.model) if args.model else None,
                           baseline_path=Path(args.baseline) if args.baseline else None, k=args.k,
-                          index=args.index)
+                          index=args.index, topology=args.topology, compile_encoder=args.compile,
+                          wait_ms=args.wait_ms, haproxy=args.haproxy)
     cmd = "t2diff " + " ".join(sys.argv[1:]) if sys.argv and "bench" in sys.argv else "t2diff bench serve"
     md = bench.markdown(res, cmd)
     print(md)
@@ -151,6 +152,12 @@ def register(groups) -> None:
     b.add_argument("--k", type=int, default=20)
     b.add_argument("--index", default="milvus", choices=["milvus", "exact"],
                    help="treatment's retriever: Milvus Lite, or exact search over the same version's vectors")
+    b.add_argument("--topology", default="split", choices=["split", "fused"],
+                   help="split: Ingress -> UserEncoder + Retriever; fused: Ingress -> Recaller (one hop)")
+    b.add_argument("--compile", action="store_true", help="AOT-compile the user tower's U-Net (encoder_compile)")
+    b.add_argument("--wait-ms", type=float, default=2.0, help="@serve.batch window of the encoder / recaller")
+    b.add_argument("--haproxy", action="store_true",
+                   help="Ray Serve's HAProxy ingress (RAY_SERVE_ENABLE_HA_PROXY=1) instead of the Python proxy")
     b.add_argument("--root", default=None)
     b.add_argument("--md", default=None, help="append the markdown result to this file")
     b.set_defaults(func=_cmd_bench_serve)

@@ -7,7 +7,8 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from serving.encoder import FeastFeatures, FileFeatures, ModelProvider, StaticFeatures, UserEncoder
+from serving.encoder import (FeastFeatures, FileFeatures, ModelProvider, StaticFeatures, UserEncoder,
+                             compile_user_tower)
 from serving.popularity import PopularitySource
 from serving.retriever import ExactRetriever, Retriever, milvus_searcher
 from serving.settings import ServingSettings, SourceConfig
@@ -23,7 +24,7 @@ def _registry(settings: ServingSettings) -> Any:
 
 
 def model_provider(settings: ServingSettings, source: str, device: str = "cpu",
-                   ready: Any = None) -> ModelProvider:
+                   ready: Any = None, prepare: Any = None) -> ModelProvider:
     src = settings.sources[source]
     if src.registry:
         reg = _registry(settings)
@@ -32,7 +33,7 @@ def model_provider(settings: ServingSettings, source: str, device: str = "cpu",
             model, extra, meta = reg.load(version, map_location=device)
             return model, extra, int(meta.get("version", version))
 
-        return ModelProvider(load, latest=reg.latest, ready=ready, device=device)
+        return ModelProvider(load, latest=reg.latest, ready=ready, device=device, prepare=prepare)
 
     ckpt = Path(src.checkpoint)  # type: ignore[arg-type]
     if not ckpt.is_absolute():
@@ -46,7 +47,7 @@ def model_provider(settings: ServingSettings, source: str, device: str = "cpu",
         model, extra = load_checkpoint(ckpt, map_location=device)
         return model, extra, f"ckpt-{ckpt.stem}"
 
-    return ModelProvider(load_ckpt, latest=None, device=device)
+    return ModelProvider(load_ckpt, latest=None, device=device, prepare=prepare)
 
 
 def feature_source(settings: ServingSettings, seq_len: int = 50) -> Any:
@@ -158,7 +159,8 @@ def encoder(settings: ServingSettings, source: str, device: str = "cpu") -> User
     ready = None
     if src.registry and src.index == "milvus":
         ready = LazySearcher(settings, source).has_version  # switch only once the index has the version
-    provider = model_provider(settings, source, device=device, ready=ready)
+    provider = model_provider(settings, source, device=device, ready=ready,
+                              prepare=compile_user_tower if settings.encoder_compile else None)
     if src.version is not None:
         provider.pinned = int(src.version) if str(src.version).isdigit() else src.version
     provider.refresh()

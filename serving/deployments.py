@@ -4,6 +4,10 @@
       -> UserEncoder_<source>  (Feast + user tower, @serve.batch, follows the registry, user_config pin)
       -> Retriever_<source>    (Milvus / exact top-K at the encoder's version, @serve.batch)
 
+or, with ``serving.topology: fused`` (one hop per request instead of two; serving/recaller.py):
+
+    Ingress -> Recaller_<source>  (the same UserEncoder and Retriever classes in one replica)
+
 Each wraps a plain class from this package; the logic and its tests live there.
 
 No ``from __future__ import annotations`` here: Ray pickles the ingress class by value, and FastAPI must see
@@ -27,9 +31,12 @@ from serving.types import EncodeResult, SearchResult
 log = logging.getLogger(__name__)
 
 
-@serve.deployment(name="UserEncoder", ray_actor_options={"num_cpus": 0})
-class EncoderDeployment:
-    def __init__(self, source: str, settings: dict[str, Any]) -> None:
+class _EncoderReplica:
+    """What an encoder replica does besides encoding: build the user tower on the right device, follow the
+    registry on a poller, apply ``user_config``. Shared by the UserEncoder and the fused Recaller deployments;
+    each names its ``@serve.batch`` method ``_run``."""
+
+    def _init_encoder(self, source: str, settings: dict[str, Any]) -> None:
         import torch
 
         from serving import components
@@ -41,8 +48,8 @@ class EncoderDeployment:
         self.encoder = components.encoder(self.s, source, device=device)
         self.encoder.warmup()
         self.poll_s = self.s.sources[source].poll_s
-        self._encode.set_max_batch_size(self.s.batch.max_batch_size)
-        self._encode.set_batch_wait_timeout_s(self.s.batch.wait_ms / 1000.0)
+        self._run.set_max_batch_size(self.s.batch.max_batch_size)
+        self._run.set_batch_wait_timeout_s(self.s.batch.wait_ms / 1000.0)
         self._poller: Any = None  # started on the first request, inside the replica's loop
 
     def reconfigure(self, user_config: dict[str, Any]) -> None:
@@ -51,13 +58,17 @@ class EncoderDeployment:
         if "poll_s" in user_config:
             self.poll_s = float(user_config["poll_s"])
         if "max_batch_size" in user_config:
-            self._encode.set_max_batch_size(int(user_config["max_batch_size"]))
+            self._run.set_max_batch_size(int(user_config["max_batch_size"]))
         if "wait_ms" in user_config:
-            self._encode.set_batch_wait_timeout_s(float(user_config["wait_ms"]) / 1000.0)
+            self._run.set_batch_wait_timeout_s(float(user_config["wait_ms"]) / 1000.0)
         if "num_steps" in user_config:
             self.encoder.num_steps = user_config["num_steps"]
         if "version" in user_config:
             self.encoder.provider.pin(user_config["version"])
+
+    def _start_poller(self) -> None:
+        if self._poller is None:
+            self._poller = asyncio.get_running_loop().create_task(self._poll())
 
     async def _poll(self) -> None:
         while True:
@@ -67,21 +78,48 @@ class EncoderDeployment:
             except Exception:  # never let the poller die
                 log.exception("registry poll failed")
 
+    def status(self) -> dict[str, Any]:
+        lm = self.encoder.provider.current()
+        return {"version": lm.version if lm else None, "pinned": self.encoder.provider.pinned,
+                "last_error": self.encoder.provider.last_error}
+
+
+@serve.deployment(name="UserEncoder", ray_actor_options={"num_cpus": 0})
+class EncoderDeployment(_EncoderReplica):
+    def __init__(self, source: str, settings: dict[str, Any]) -> None:
+        self._init_encoder(source, settings)
+
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.002)
-    async def _encode(self, reqs: list[tuple[int, float]]) -> list[EncodeResult]:
+    async def _run(self, reqs: list[tuple[int, float]]) -> list[EncodeResult]:
         # off the event loop so the next batch keeps filling while this one runs the user tower
         return await asyncio.to_thread(self.encoder.encode_batch, [u for u, _ in reqs], [d for _, d in reqs])
 
     async def encode(self, user_id: int, deadline: float) -> EncodeResult:
         """``deadline``: time.time() past which the ingress no longer waits (it falls back); shed if reached."""
-        if self._poller is None:
-            self._poller = asyncio.get_running_loop().create_task(self._poll())
-        return await self._encode((user_id, deadline))
+        self._start_poller()
+        return await self._run((user_id, deadline))
 
-    def status(self) -> dict[str, Any]:
-        lm = self.encoder.provider.current()
-        return {"version": lm.version if lm else None, "pinned": self.encoder.provider.pinned,
-                "last_error": self.encoder.provider.last_error}
+
+@serve.deployment(name="Recaller", ray_actor_options={"num_cpus": 0})
+class RecallerDeployment(_EncoderReplica):
+    """Topology "fused": a UserEncoder and a Retriever in one replica (serving/recaller.py says why)."""
+
+    def __init__(self, source: str, settings: dict[str, Any]) -> None:
+        from serving import components
+        from serving.recaller import Recaller
+
+        self._init_encoder(source, settings)
+        retriever = components.retriever(self.s, source)
+        getattr(retriever.searcher, "warm", lambda: None)()
+        self.recaller = Recaller(self.encoder, retriever)
+
+    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.002)
+    async def _run(self, queries: list[tuple]) -> list[tuple[EncodeResult, Any]]:
+        return await asyncio.to_thread(self.recaller.recall_batch, queries)
+
+    async def recall(self, user_id: int, k: int, exclude_seen: bool, deadline: float) -> tuple[EncodeResult, Any]:
+        self._start_poller()
+        return await self._run((user_id, k, exclude_seen, deadline))
 
 
 @serve.deployment(name="Retriever", ray_actor_options={"num_cpus": 0})
@@ -154,18 +192,25 @@ async def _limit_body(request: Request, call_next: Any) -> Any:
 @serve.deployment(name="Ingress", ray_actor_options={"num_cpus": 0})
 @serve.ingress(api)
 class IngressDeployment:
-    def __init__(self, settings: dict[str, Any], encoders: dict[str, Any], retrievers: dict[str, Any]) -> None:
+    def __init__(self, settings: dict[str, Any], encoders: dict[str, Any], retrievers: dict[str, Any],
+                 recallers: Optional[dict[str, Any]] = None) -> None:
         from serving.ingress import IngressCore
 
         self.s = ServingSettings.model_validate(settings)
-        self.encoders, self.retrievers = encoders, retrievers
-        self.core = IngressCore(self.s, self._encode, self._search)
+        self.encoders, self.retrievers, self.recallers = encoders, retrievers, recallers or {}
+        if self.recallers:  # topology "fused"
+            self.core = IngressCore(self.s, None, None, recall_fn=self._recall)
+        else:
+            self.core = IngressCore(self.s, self._encode, self._search)
         import serving.ingress
 
         serving.ingress.ACTIVE["core"] = self.core
 
     async def _encode(self, source: str, user_id: int) -> EncodeResult:
         return await self.encoders[source].encode.remote(user_id, time.time() + self.s.timeout_s)
+
+    async def _recall(self, source: str, user_id: int, k: int, exclude_seen: bool):
+        return await self.recallers[source].recall.remote(user_id, k, exclude_seen, time.time() + self.s.timeout_s)
 
     async def _search(self, source: str, vector: list[float], k: int, exclude: list[int], version: Any):
         return await self.retrievers[source].search.remote(vector, k, exclude, version, time.time() + self.s.timeout_s)

@@ -9,7 +9,7 @@ from typing import Any
 from serving.ab import ABRouter
 from serving.feedback import FeedbackLog, FeedbackRecorder, RequestIds
 from serving.metrics import ServingMetrics
-from serving.pipeline import EncodeFn, RecallPipeline, SearchFn, UnknownUser
+from serving.pipeline import EncodeFn, RecallFn, RecallPipeline, SearchFn, UnknownUser
 from serving.popularity import PopularitySource
 from serving.schemas import FeedbackRequest, FeedbackResponse, Health, RecallRequest, RecallResponse
 from serving.settings import ServingSettings
@@ -28,8 +28,9 @@ class HttpError(Exception):
 
 
 class IngressCore:
-    def __init__(self, settings: ServingSettings, encode: EncodeFn, search: SearchFn,
-                 popularity: PopularitySource | None = None, metrics: ServingMetrics | None = None) -> None:
+    def __init__(self, settings: ServingSettings, encode: EncodeFn | None, search: SearchFn | None,
+                 popularity: PopularitySource | None = None, metrics: ServingMetrics | None = None,
+                 recall_fn: RecallFn | None = None) -> None:
         from serving import components
 
         self.s = settings
@@ -39,7 +40,8 @@ class IngressCore:
                                on_reload=lambda r: self.metrics.arm_reloads.labels(r).inc())
         self.popularity = popularity or components.popularity(settings)
         self.ids = RequestIds(settings.request_secret, settings.recent_requests)
-        self.pipeline = RecallPipeline(settings, self.router, self.popularity, self.metrics, self.ids, encode, search)
+        self.pipeline = RecallPipeline(settings, self.router, self.popularity, self.metrics, self.ids, encode, search,
+                                       recall_fn)
         self.flog = FeedbackLog(settings.feedback_path())
         self.recorder = FeedbackRecorder(self.ids, self.flog, self.metrics, settings.evr_threshold_s,
                                          produce=self._producer() if settings.feedback_to_event_log else None)

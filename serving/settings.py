@@ -130,6 +130,14 @@ class ServingSettings(Section):
     feedback_log: Path | None = None  # JSONL; None = $T2DIFF_RUNS_DIR/feedback/feedback.jsonl
     feedback_to_event_log: bool = False  # also produce feedback to the streaming event log
     batch: BatchConfig = Field(default_factory=BatchConfig)
+    # "split": Ingress -> UserEncoder and Ingress -> Retriever, two hops per request (encoder on a GPU replica,
+    # index scaled apart). "fused": one Recaller replica per source runs both, one hop: on a few CPU cores the
+    # second hop's CPU and batching window are what keep p99 up (serving/recaller.py, benchmarks/serve.md).
+    topology: Literal["split", "fused"] = "split"
+    # Ray Serve's per-request access log line in every replica. Off by default: each request is already counted
+    # in Prometheus (by arm, deployment, outcome) and logged with its id in the feedback log, and on a small
+    # box the log lines cost CPU on every hop.
+    access_log: bool = False
     encoder_replicas: int = Field(1, ge=1)
     retriever_replicas: int = Field(1, ge=1)
     ingress_replicas: int = Field(1, ge=1)
@@ -139,6 +147,9 @@ class ServingSettings(Section):
     # Reverse diffusion steps at serving (None = the model's own, T=50). Paper Table 4: T=10 loses ~0.005
     # R@20 and is 3x faster; the latency budget decides.
     encoder_steps: int | None = Field(None, ge=1)
+    # AOT-compile the user tower's U-Net on CPU (serving/encoder.py compile_user_tower): a T = 10 encode at
+    # batch 1 2.3 -> 0.9 ms, T = 50 9.3 -> 2.5 ms, for ~10-20 s of compile per model version before it goes live.
+    encoder_compile: bool = False
     torch_threads: int = Field(1, ge=1)  # per encoder replica; more threads only fight on small batches
     num_gpus_encoder: float = Field(0.0, ge=0.0)  # > 0 puts the user tower on a GPU replica
     timeout_s: float = Field(1.0, gt=0)  # per backend call; past it the request falls back

@@ -1,5 +1,7 @@
 """The Ray Serve app answering real HTTP on loopback: recall, A/B, bad input, feedback + metrics, version
-swap under concurrent load, Milvus going away."""
+swap under concurrent load, Milvus going away. Every test runs against both topologies: "split" (Ingress ->
+UserEncoder + Retriever) and "fused" (Ingress -> Recaller, with the AOT-compiled U-Net, so a version swap
+under load also recompiles the new version before it goes live)."""
 import threading
 import time
 
@@ -10,18 +12,22 @@ import torch
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture(scope="module")
-def app(ray_session, tmp_path_factory):
+@pytest.fixture(scope="module", params=["split", "fused"])
+def app(request, ray_session, tmp_path_factory):
     from ray import serve
 
     from serving.app import load_settings, build_app
     from serving.world import build_world
 
+    fused = request.param == "fused"
     world = build_world(tmp_path_factory.mktemp("world"), num_items=200, num_users=300,
                         serving={"batch": {"max_batch_size": 16, "wait_ms": 1.0}, "encoder_steps": 5,
-                                          "timeout_s": 10.0})
+                                 "timeout_s": 10.0, "topology": request.param, "encoder_compile": fused})
     s = load_settings(world.config_path, port=ray_session)
     serve.run(build_app(s), name="t2diff_test", route_prefix="/")
+    deployments = set(serve.status().applications["t2diff_test"].deployments)
+    want = {"Recaller_t2diff"} if fused else {"UserEncoder_t2diff", "Retriever_t2diff"}
+    assert want <= deployments and not ({"Recaller_t2diff", "UserEncoder_t2diff"} - want) & deployments
     client = httpx.Client(base_url=f"http://127.0.0.1:{ray_session}", timeout=10)
     yield world, client, s
     client.close()
@@ -136,7 +142,7 @@ def test_version_swap_under_concurrent_requests_drops_nothing(app):
     time.sleep(1.0)
     torch.manual_seed(1)
     v2 = world.publish(build_model(world.model_cfg, torch.as_tensor(world.catalog.tags)))
-    deadline = time.time() + 30
+    deadline = time.time() + 90  # fused: compiled before it goes live
     while time.time() < deadline and not any(v == str(v2) for _, v, _ in results[-20:]):
         time.sleep(0.2)
     time.sleep(1.0)
@@ -152,7 +158,7 @@ def test_version_swap_under_concurrent_requests_drops_nothing(app):
     assert versions[-1] == "2"
     # rollback = move the registry pointer back; the encoder follows without a restart
     world.registry().set_latest(1)
-    deadline = time.time() + 15
+    deadline = time.time() + 60  # the fused variant compiles the version again before it goes live
     while time.time() < deadline:
         if c.post("/recall", json={"user_id": treated[0], "k": 5}).json()["model_version"] == "1":
             break

@@ -210,3 +210,55 @@ def test_ingress_core_maps_limits_and_unknown_users_to_4xx(tmp_path):
     assert core.health().status == "ok"  # a cold user is not a backend failure
     with pytest.raises(ValueError):
         RecallRequest.model_validate({"user_id": 1, "k": 3.0})  # strict: no float -> int coercion
+
+
+class FusedBackend(Backend):
+    """The fake backend behind one fused call, as serving.recaller.Recaller answers it."""
+
+    async def recall(self, source, user_id, k, exclude_seen):
+        enc = await self.encode(source, user_id)
+        if enc.status != "ok":
+            return enc, None
+        if self.search_mode == "down":
+            return enc, "index_unavailable"
+        return enc, await self.search(source, enc.vector, k, enc.seen if exclude_seen else [], enc.version)
+
+
+def _fused(**kw):
+    s = _settings(**kw)
+    m, b = ServingMetrics(), FusedBackend()
+    return RecallPipeline(s, ABRouter(s.experiment), POP, m, RequestIds("k"), None, None, recall_fn=b.recall), b, m
+
+
+def test_fused_path_answers_like_split():
+    p, b, m = _fused()
+    r = asyncio.run(p.recall(RecallRequest(user_id=5, k=3)))
+    assert not r.fallback and r.model_version == "7" and [c.item_id for c in r.items] == [2, 3, 4]
+    assert _val(m, "t2diff_serve_latency_seconds_count", deployment="encoder", stage="encode") == 1
+    assert _val(m, "t2diff_serve_latency_seconds_count", deployment="retriever", stage="search") == 1
+    sp, _, _ = _pipe()
+    assert asyncio.run(sp.recall(RecallRequest(user_id=5, k=3))).items == r.items
+
+
+@pytest.mark.parametrize("setup,reason", [
+    (("encode_mode", "empty_history"), "empty_history"),
+    (("encode_mode", "crash"), "recall_error"),
+    (("search_mode", "down"), "index_unavailable"),
+    (("search_mode", "shed"), "overloaded"),
+])
+def test_fused_degraded_modes_fall_back(setup, reason):
+    p, b, m = _fused()
+    setattr(b, *setup)
+    r = asyncio.run(p.recall(RecallRequest(user_id=5, k=3)))
+    assert r.fallback and r.fallback_reason == reason and r.source == "popularity" and len(r.items) == 3
+    assert _val(m, "t2diff_serve_fallbacks_total", arm="treatment", reason=reason) == 1
+    if reason == "index_unavailable":
+        assert _val(m, "t2diff_serve_errors_total", deployment="retriever", kind="index_unavailable") == 1
+    if reason == "recall_error":
+        assert _val(m, "t2diff_serve_errors_total", deployment="recaller", kind="recall_error") == 1
+
+
+def test_pipeline_needs_a_backend():
+    s = _settings()
+    with pytest.raises(ValueError, match="recall_fn"):
+        RecallPipeline(s, ABRouter(s.experiment), POP, ServingMetrics(), RequestIds("k"), None, None)

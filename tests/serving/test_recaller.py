@@ -1,0 +1,98 @@
+"""The fused topology's plain class (encoder + retriever in one replica) and the AOT-compiled user tower."""
+import copy
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from serving.encoder import History, ModelProvider, StaticFeatures, UserEncoder, compile_user_tower
+from serving.recaller import Recaller
+from serving.retriever import ExactRetriever, Retriever
+from serving.types import BackendUnavailable
+from serving.world import synthetic_catalog
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    from t2diff.model import ModelConfig, build_model
+
+    cat = synthetic_catalog(60, seed=1)
+    cfg = ModelConfig(num_items=cat.num_items, num_tags=cat.num_tags, max_tags=cat.max_tags, diffusion_steps=8)
+    torch.manual_seed(0)
+    return cat, cfg, build_model(cfg, torch.as_tensor(cat.tags))
+
+
+def _provider(tiny, prepare=None):
+    cat, _, model = tiny
+    p = ModelProvider(lambda v: (copy.deepcopy(model), {"catalog": cat.to_dict()}, 1), latest=lambda: 1,
+                      prepare=prepare)
+    p.refresh()
+    return p
+
+
+def _features(cat):
+    raw = cat.raw_ids
+    return StaticFeatures({1: History(raw[:5].tolist(), list(range(1000, 1005))),
+                           2: History([999_999], [1]),  # only unknown items: empty history
+                           3: History(raw[20:40].tolist(), None)})
+
+
+class DownSearcher:
+    def search(self, vectors, k, exclude=None, version=None):
+        raise BackendUnavailable("index_unavailable", "milvus down")
+
+
+def test_recaller_encodes_then_searches_at_the_encoders_version(tiny):
+    cat, _, _ = tiny
+    p = _provider(tiny)
+    enc = UserEncoder(p, _features(cat), seed=0, reseed_per_batch=True)
+    exact = ExactRetriever.from_model(p.current().model, p.current().catalog, version=1)
+    rec = Recaller(enc, Retriever(exact))
+    out = rec.recall_batch([(1, 5, True, None), (2, 5, True, None), (3, 4, False, time.time() + 60),
+                            (4, 5, True, None)])
+    assert [e.status for e, _ in out] == ["ok", "empty_history", "ok", "unknown_user"]
+    assert out[1][1] is None and out[3][1] is None  # no vector, no search: the ingress falls back
+    (e1, s1), (e3, s3) = out[0], out[2]
+    assert s1.version == 1 and len(s1.items) == 5 and not set(i for i, _ in s1.items) & set(e1.seen)
+    assert len(s3.items) == 4
+    # the same answer the split topology gives: the encoder's vector searched by the retriever
+    ref = Retriever(exact).search_batch([(e1.vector, 5, e1.seen, 1)])[0]
+    assert [i for i, _ in s1.items] == [i for i, _ in ref.items]
+    assert np.allclose([x for _, x in s1.items], [x for _, x in ref.items], atol=1e-5)  # batch-of-3 vs 1 matmul
+
+
+def test_recaller_index_down_fails_only_the_search(tiny):
+    cat, _, _ = tiny
+    rec = Recaller(UserEncoder(_provider(tiny), _features(cat), seed=0), Retriever(DownSearcher()))
+    out = rec.recall_batch([(1, 5, True, None), (2, 5, True, None)])
+    assert out[0][0].status == "ok" and out[0][1] == "index_unavailable"
+    assert out[1][0].status == "empty_history" and out[1][1] is None
+
+
+def test_recaller_sheds_past_deadline(tiny):
+    cat, _, _ = tiny
+    rec = Recaller(UserEncoder(_provider(tiny), _features(cat), seed=0), Retriever(DownSearcher()))
+    (e, s), = rec.recall_batch([(1, 5, True, time.time() - 1)])
+    assert e.status == "overloaded" and s is None
+
+
+def test_compiled_user_tower_matches_eager_and_runs_before_going_live(tiny):
+    """AOTInductor U-Net == eager U-Net (same noise), for batch 1 and a larger batch (dynamic batch dim)."""
+    cat, cfg, _ = tiny
+    prepared = []
+
+    def prepare(lm):
+        compile_user_tower(lm)
+        prepared.append(lm.version)
+
+    compiled, eager = _provider(tiny, prepare=prepare), _provider(tiny)
+    assert prepared == [1]  # compiled inside load, before current() could hand it out
+    assert compiled.current().model.diffusion.denoiser is not compiled.current().model.diffusion.unet
+    feats = StaticFeatures({u: History(cat.raw_ids[u:u + 3 + u % 7].tolist(), None) for u in range(1, 12)})
+    for users in ([1], list(range(1, 12))):
+        a = UserEncoder(compiled, feats, seed=3, reseed_per_batch=True).encode_batch(users)
+        b = UserEncoder(eager, feats, seed=3, reseed_per_batch=True).encode_batch(users)
+        va, vb = np.array([r.vector for r in a]), np.array([r.vector for r in b])
+        assert va.shape == (len(users), cfg.user_dim)
+        assert np.allclose(va, vb, atol=1e-4), np.abs(va - vb).max()
