@@ -1,5 +1,6 @@
 """Typed app builder: ``build_app(settings)`` -> a Ray Serve Application (Ingress bound to one encoder and one
-retriever per model source, or to one Recaller per model source with ``topology: fused``). ``serve run serving.app:app_from_config config=...`` or ``t2diff serve``."""
+retriever per model source, or to one Recaller per model source with ``topology: fused``).
+``serve run serving.app:app_from_config config=...`` or ``t2diff serve``."""
 from __future__ import annotations
 
 import logging
@@ -41,8 +42,7 @@ def build_app(settings: ServingSettings) -> Any:
             max_ongoing_requests=settings.max_ongoing_requests, logging_config=logs).bind(name, cfg)
     return IngressDeployment.options(num_replicas=settings.ingress_replicas,
                                      max_ongoing_requests=settings.max_ongoing_requests,
-                                     logging_config=logs).bind(
-        cfg, encoders, retrievers, recallers)
+                                     logging_config=logs).bind(cfg, encoders, retrievers, recallers)
 
 
 def load_settings(config: str | Path | None = None, **overrides: Any) -> ServingSettings:

@@ -198,7 +198,7 @@ class IngressDeployment:
 
         self.s = ServingSettings.model_validate(settings)
         self.encoders, self.retrievers, self.recallers = encoders, retrievers, recallers or {}
-        if self.recallers:  # topology "fused"
+        if self.s.topology == "fused":
             self.core = IngressCore(self.s, None, None, recall_fn=self._recall)
         else:
             self.core = IngressCore(self.s, self._encode, self._search)
