@@ -4,8 +4,8 @@ fallback source. The ingress deployment runs it with Ray Serve handles as ``enco
 
 Degraded modes (answered 200 with ``fallback: true`` and a reason, counted in ``t2diff_serve_fallbacks``):
 unknown_user, empty_history, features_unavailable, model_unavailable, index_unavailable, encoder_error,
-search_error, recall_error (the fused call itself failed), timeout, overloaded. Only the popularity source itself failing would leave nothing to answer with, and it
-is an in-memory array.
+search_error, recall_error (the fused call itself failed), timeout, overloaded. Only the popularity source itself
+failing would leave nothing to answer with, and it is an in-memory array.
 """
 from __future__ import annotations
 
@@ -99,7 +99,8 @@ class RecallPipeline:
         self.m.set_version(source, None if enc.version is None else str(enc.version))
         if self.recall_fn is None:
             exclude = enc.seen if exclude_seen else []
-            res = await self._guard("retriever", self.search(source, enc.vector, k, exclude, enc.version))  # type: ignore[misc]
+            res = await self._guard("retriever",
+                                    self.search(source, enc.vector, k, exclude, enc.version))  # type: ignore[misc]
         elif isinstance(res, str):
             self.m.errors.labels("retriever", res).inc()  # the fused replica caught it; count it as split would
         if res is None:  # fused: an "ok" encode always comes with a search result or a reason

@@ -4,6 +4,20 @@ import socket
 import pytest
 
 
+@pytest.fixture(scope="module")
+def tiny():
+    """A 60-item synthetic catalogue, a small T2Diff config (T = 8) and two models of it (versions 1 and 2)."""
+    import torch
+
+    from serving.world import synthetic_catalog
+    from t2diff.model import ModelConfig, build_model
+
+    cat = synthetic_catalog(60, seed=1)
+    cfg = ModelConfig(num_items=cat.num_items, num_tags=cat.num_tags, max_tags=cat.max_tags, diffusion_steps=8)
+    torch.manual_seed(0)
+    return cat, cfg, build_model(cfg, torch.as_tensor(cat.tags)), build_model(cfg, torch.as_tensor(cat.tags))
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -6,17 +6,6 @@ import torch
 from serving.encoder import FeastFeatures, History, ModelProvider, StaticFeatures, UserEncoder
 from serving.retriever import ExactRetriever, Retriever
 from serving.types import BackendUnavailable
-from serving.world import synthetic_catalog
-
-
-@pytest.fixture(scope="module")
-def tiny():
-    from t2diff.model import ModelConfig, build_model
-
-    cat = synthetic_catalog(60, seed=1)
-    cfg = ModelConfig(num_items=cat.num_items, num_tags=cat.num_tags, max_tags=cat.max_tags, diffusion_steps=8)
-    torch.manual_seed(0)
-    return cat, cfg, build_model(cfg, torch.as_tensor(cat.tags)), build_model(cfg, torch.as_tensor(cat.tags))
 
 
 def _provider(tiny, ready=lambda v: True):
