@@ -199,9 +199,19 @@ class ItemIndex:
             if self.settings.shared:
                 target = ensure_lite_server(target, self.settings.server_start_timeout_s)
         self.uri = target
-        self.client = MilvusClient(uri=target, token=self.settings.token or "")
+        self.client = MilvusClient(uri=target, token=self.settings.token or "", **self._client_options())
         self._retired: dict[str, float] = {}  # collection -> time it stopped being live (this process' view)
         self._dims: dict[str, int] = {}
+
+    # Milvus Lite's server keeps gRPC's default ping policy (at most one ping per 5 min without data), while
+    # pymilvus pings every 10 s, idle or not: after a minute or so of idling the server sends GOAWAY
+    # "too_many_pings", and pymilvus' recovery of that shared connection then fails with "Fail connecting to
+    # server" (seen: a publish after 90 s idle; tests/t2diff/test_index.py). A loopback connection needs no
+    # keepalive, so Lite gets none; a Milvus server accepts pymilvus' default pings and keeps them.
+    LITE_GRPC_OPTIONS = {"grpc.keepalive_time_ms": 2**31 - 1, "grpc.keepalive_permit_without_calls": 0}
+
+    def _client_options(self) -> dict[str, Any]:
+        return {"grpc_options": dict(self.LITE_GRPC_OPTIONS)} if self.lite else {}
 
     # ---- names
     def collection_name(self, version: int) -> str:

@@ -143,3 +143,23 @@ def test_two_processes_share_one_lite_db(tmp_path):
         reader.close()
     finally:
         assert stop_lite_server(db)
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_lite_connections_survive_idling(tmp_path):
+    """A process that idles (a trainer between publishes, a serving replica at night) must find the shared
+    Milvus Lite server again. With pymilvus' default 10 s keepalive pings the Lite server answered GOAWAY
+    "too_many_pings" after ~90 s idle and the next client for that address failed with "Fail connecting to
+    server" (the serving app tests' publish during a version swap failed this way)."""
+    db = tmp_path / "items.db"
+    try:
+        a = ItemIndex(str(db))
+        a.publish(1, np.arange(10), _version_vectors(1, 10))
+        time.sleep(100)
+        b = ItemIndex(str(db))  # a second client in the same process shares a's connection
+        b.publish(2, np.arange(10), _version_vectors(2, 10))
+        assert a.live_version() == 2 and b.versions() == [1, 2]
+        assert round(a.search(np.array([1.0, 0, 0, 0]), 1)[0][0][1]) == 2
+    finally:
+        stop_lite_server(db)
