@@ -4,7 +4,9 @@ A random-init model of the ML-1M catalogue size (the speed does not depend on th
 left-padded histories with timestamps: item lookups + T reverse diffusion steps + mixed attention.
 Modes: ``eager`` (the default code path), and on CUDA ``graph`` (one CUDA graph per batch size),
 ``compile+graph`` (torch.compile'd U-Net inside the graph) and ``compile+graph+bf16`` (the same under bf16
-autocast; LayerNorm/softmax stay fp32). The eager ``mixed_attention`` arch (no diffusion)
+autocast; LayerNorm/softmax stay fp32), ``triton+graph`` (the whole reverse loop as one Triton kernel,
+t2diff/model/triton_reverse.py) and ``triton+compile+graph`` (that, plus the torch.compile'd mixed-attention
+tower). The eager ``mixed_attention`` arch (no diffusion)
 is timed in the same run as the baseline.
 """
 from __future__ import annotations
@@ -81,10 +83,14 @@ def run_encode_bench(device: str, batch_sizes: list[int], steps: list[int], mode
 
                     try:
                         m = random_model("t2diff", device)  # fresh copy: compile mode swaps the denoiser
+                        triton = mode.startswith("triton")
                         enc = GraphedEncoder(m, B, num_steps=n, compile=mode.startswith("compile"),
-                                             autocast_dtype=torch.bfloat16 if mode.endswith("bf16") else None)
+                                             autocast_dtype=torch.bfloat16 if mode.endswith("bf16") else None,
+                                             reverse="triton" if triton else None,
+                                             compile_user=triton and "compile" in mode)
                         fn = (lambda enc=enc: enc(hist, ts, now))
-                        check[(mode, n)] = _unet_agreement(m, B, device, mode.endswith("bf16"))
+                        check[(mode, n)] = (_reverse_agreement(m, hist, n) if triton else
+                                            _unet_agreement(m, B, device, mode.endswith("bf16")))
                     except Exception as e:  # keep the other cases' figures; report the failure in the table
                         log.exception("%s steps=%s B=%d failed", mode, n, B)
                         errors[(mode, n)] = f"{type(e).__name__}: {str(e).splitlines()[0][:120]}"
@@ -117,6 +123,21 @@ def _unet_agreement(m: torch.nn.Module, B: int, device: str, bf16: bool) -> floa
     with torch.autocast(device.split(":")[0], dtype=torch.bfloat16, enabled=bf16):
         out = d.denoiser(z, x, t)
     return float((out.float() - ref).abs().max())
+
+
+@torch.no_grad()
+def _reverse_agreement(m: torch.nn.Module, hist: torch.Tensor, n: int) -> float:
+    """Max |x̂_{n+1} from the Triton loop - from the PyTorch loop| for the same noise (same generator seed)."""
+    d = m.diffusion
+    x, mask = m.items(hist), hist > 0
+    fast = d._reverse
+    outs = []
+    for fn in (fast, None):
+        d.set_reverse(fn)
+        g = torch.Generator(device=hist.device).manual_seed(0)
+        outs.append(d.sample(x, mask, n, generator=g))
+    d.set_reverse(fast)
+    return float((outs[0] - outs[1]).abs().max())
 
 
 def device_name(device: str) -> str:

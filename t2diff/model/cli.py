@@ -9,7 +9,7 @@ import sys
 import time
 
 log = logging.getLogger(__name__)
-MODES = ("eager", "graph", "compile+graph", "compile+graph+bf16")
+MODES = ("eager", "graph", "compile+graph", "compile+graph+bf16", "triton+graph", "triton+compile+graph")
 
 
 def _ints(s: str) -> list[int]:

@@ -59,6 +59,8 @@ class DriftDiffusion(nn.Module):
         # Denoiser used by the reverse loop: the U-Net itself, or a torch.compile'd wrapper of it. Kept out of
         # the module registry (object.__setattr__) so state_dict keys never change with compilation.
         object.__setattr__(self, "_denoiser", None)
+        # Optional whole-loop replacement (t2diff/model/triton_reverse.py): (x, m, noise, ts, c0, ct, sg) -> ẑ0.
+        object.__setattr__(self, "_reverse", None)
 
     @property
     def denoiser(self):
@@ -66,6 +68,11 @@ class DriftDiffusion(nn.Module):
 
     def set_denoiser(self, fn) -> None:
         object.__setattr__(self, "_denoiser", fn)
+
+    def set_reverse(self, fn) -> None:
+        """Run the reverse loop with ``fn`` (e.g. ``TritonReverse(self.unet)``) instead of T denoiser calls;
+        it gets the same noise draw, so it is a drop-in for the same generator. None restores the loop."""
+        object.__setattr__(self, "_reverse", fn)
 
     def compile_denoiser(self, **kwargs) -> None:
         """Opt-in torch.compile of the U-Net call (eager by default)."""
@@ -116,6 +123,8 @@ class DriftDiffusion(nn.Module):
         x, m = self._pad(x, m)  # (B, L', ...)
         noise = torch.randn((n + 1,) + tuple(x.shape), device=x.device, dtype=x.dtype, generator=generator)
         ts, c0, ct, sg = tab["timesteps"], tab["coef_x0"], tab["coef_xt"], tab["sigma"]
+        if self._reverse is not None:
+            return utilise_drift(x_last, self._reverse(x, m.squeeze(-1), noise, ts, c0, ct, sg), self.drift)
         # Masked, pre-scaled step noise and x0 weights for all steps at once (two batched kernels), so each
         # step is the U-Net plus two fused multiply-adds: z <- c0·m·ẑ0 + ct·z + σ·m·ε (z stays 0 under the mask).
         noise = noise * m

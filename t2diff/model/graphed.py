@@ -5,8 +5,9 @@ kernel faster than Python can launch the next one, so launch overhead dominates.
 encode (item lookups, T reverse steps, mixed attention) into a CUDA graph replays it with one launch.
 Noise is drawn from the default CUDA generator, which PyTorch advances per replay (fresh noise each call).
 
-Optionally the U-Net is torch.compile'd first (fuses swish/LayerNorm/step arithmetic); both are opt-in,
-eager ``model.encode_users`` stays the default.
+Optionally the U-Net is torch.compile'd first (fuses swish/LayerNorm/step arithmetic), or the whole reverse
+loop runs as one Triton kernel (``reverse="triton"``, t2diff/model/triton_reverse.py) and the mixed-attention
+user tower is torch.compile'd (``compile_user``); all are opt-in, eager ``model.encode_users`` stays the default.
 """
 from __future__ import annotations
 
@@ -26,13 +27,22 @@ class GraphedEncoder:
     """
 
     def __init__(self, model: nn.Module, batch_size: int, num_steps: int | None = None, compile: bool = False,
-                 warmup: int = 2, autocast_dtype: torch.dtype | None = None) -> None:
+                 warmup: int = 2, autocast_dtype: torch.dtype | None = None, reverse: str | None = None,
+                 compile_user: bool = False) -> None:
         dev = model.device
         if dev.type != "cuda":
             raise ValueError("GraphedEncoder needs the model on a CUDA device")
         self.model, self.B, self.num_steps = model.eval(), batch_size, num_steps
         if compile and getattr(model, "diffusion", None) is not None:
             model.diffusion.compile_denoiser(dynamic=False)
+        if reverse == "triton" and getattr(model, "diffusion", None) is not None:
+            from t2diff.model.triton_reverse import TritonReverse
+
+            model.diffusion.set_reverse(TritonReverse(model.diffusion.unet))  # autotuned in the warm-up below
+        elif reverse is not None:
+            raise ValueError(f"unknown reverse {reverse!r}; expected None or 'triton'")
+        if compile_user:  # an instance attribute shadows the method: state_dict keys stay as they are
+            model._user = torch.compile(model._user, dynamic=False)
         n = model.cfg.seq_len
         self.hist = torch.zeros(batch_size, n, dtype=torch.long, device=dev)
         self.ts = torch.zeros(batch_size, n, dtype=torch.long, device=dev)

@@ -84,6 +84,36 @@ def test_sample_loop_equals_schedule_steps():
         torch.testing.assert_close(out, x[:, -1] + z[:, -1], rtol=1e-5, atol=1e-5)
 
 
+def test_set_reverse_replaces_the_loop_with_the_same_noise_draw():
+    """A whole-loop replacement (the Triton kernel's hook) gets the padded inputs, the mask, the noise the
+    loop would have drawn and the step tables; its ẑ0 feeds Eq. 18; None restores the PyTorch loop."""
+    m = make_model("t2diff")
+    d = m.diffusion
+    B, L, D, n = 3, 50, m.cfg.edim, 4
+    x = torch.randn(B, L, D, generator=torch.Generator().manual_seed(0))
+    mask = torch.ones(B, L, dtype=torch.bool)
+    mask[0, :30] = False
+    seen = {}
+
+    def fake(xp, mp, noise, ts, c0, ct, sg):
+        seen.update(xp=xp, mp=mp, noise=noise, ts=ts, c0=c0)
+        return noise[0] * 2.0
+
+    loop = d.sample(x, mask, n, generator=torch.Generator().manual_seed(4))
+    d.set_reverse(fake)
+    out = d.sample(x, mask, n, generator=torch.Generator().manual_seed(4))
+    Lp = d.unet.padded_length(L)
+    noise = torch.randn((n + 1, B, Lp, D), generator=torch.Generator().manual_seed(4))
+    torch.testing.assert_close(seen["noise"], noise)  # the loop's own draw, unmasked
+    assert seen["xp"].shape == (B, Lp, D) and seen["mp"].shape == (B, Lp)
+    assert torch.equal(seen["mp"][:, Lp - L:], drift_mask(mask).float()) and not seen["mp"][:, :Lp - L].any()
+    tab = d.schedule.step_coefficients(n)
+    assert torch.equal(seen["ts"], tab["timesteps"]) and torch.equal(seen["c0"], tab["coef_x0"])
+    torch.testing.assert_close(out, x[:, -1] + 2.0 * noise[0, :, -1])
+    d.set_reverse(None)
+    torch.testing.assert_close(d.sample(x, mask, n, generator=torch.Generator().manual_seed(4)), loop)
+
+
 def test_encode_path_has_no_host_sync():
     """No .item()/nonzero-style host syncs inside the encode core (they serialise the GPU and break CUDA
     graph capture): record every aten op it dispatches and look for the scalar read-back op."""
