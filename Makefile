@@ -44,7 +44,7 @@ bench: install
 	$(BIN)/t2diff bench trainer throughput
 	$(BIN)/t2diff bench trainer index
 	$(BIN)/t2diff bench serve --dataset ml-1m
-	$(BIN)/t2diff bench serve --dataset ml-1m --index exact --steps 10 --topology fused --compile --wait-ms 0.5 --haproxy
+	$(BIN)/t2diff bench serve --dataset ml-1m --index exact --steps 10 --topology local --compile --wait-ms 0.5 --haproxy
 
 clean:
 	rm -rf runs .pytest_cache

@@ -1,5 +1,6 @@
 """Typed app builder: ``build_app(settings)`` -> a Ray Serve Application (Ingress bound to one encoder and one
-retriever per model source, or to one Recaller per model source with ``topology: fused``).
+retriever per model source, to one Recaller per model source with ``topology: fused``, or alone with
+``topology: local``, where each source's Recaller runs inside the ingress replica).
 ``serve run serving.app:app_from_config config=...`` or ``t2diff serve``."""
 from __future__ import annotations
 
@@ -17,21 +18,25 @@ def build_app(settings: ServingSettings) -> Any:
                                      RetrieverDeployment)
 
     cfg = settings.model_dump(mode="json")
-    encoders, retrievers, recallers = {}, {}, {}
+    encoders, retrievers, recallers, local = {}, {}, {}, {}
     used = {a.source for a in settings.experiment.arms}
     fused = settings.topology == "fused"
     logs = {"enable_access_log": settings.access_log}
     for name, src in settings.model_sources().items():
         if name not in used and settings.arms_file is None:
             continue  # no arm can reach it (with an arms file, any source may be switched on later)
+        user_config = {"version": src.version, "poll_s": src.poll_s, "max_batch_size": settings.batch.max_batch_size,
+                       "wait_ms": settings.batch.wait_ms, "num_steps": settings.encoder_steps}
+        if settings.topology == "local":
+            local[name] = user_config
+            continue
         # The encoder's options (replicas, GPU, user_config) apply to the fused Recaller too: it holds the encoder.
         encoder_cls, kind = (RecallerDeployment, "Recaller") if fused else (EncoderDeployment, "UserEncoder")
         dep = encoder_cls.options(
             name=f"{kind}_{name}", num_replicas=settings.encoder_replicas,
             max_ongoing_requests=settings.max_ongoing_requests,
             ray_actor_options={"num_cpus": 0, "num_gpus": settings.num_gpus_encoder}, logging_config=logs,
-            user_config={"version": src.version, "poll_s": src.poll_s, "max_batch_size": settings.batch.max_batch_size,
-                         "wait_ms": settings.batch.wait_ms, "num_steps": settings.encoder_steps},
+            user_config=user_config,
         ).bind(name, cfg)
         if fused:
             recallers[name] = dep
@@ -40,9 +45,14 @@ def build_app(settings: ServingSettings) -> Any:
         retrievers[name] = RetrieverDeployment.options(
             name=f"Retriever_{name}", num_replicas=settings.retriever_replicas,
             max_ongoing_requests=settings.max_ongoing_requests, logging_config=logs).bind(name, cfg)
+    options: dict[str, Any] = {}
+    if local:  # the ingress holds the user towers: it takes the encoder's GPU and user_config
+        options = {"ray_actor_options": {"num_cpus": 0, "num_gpus": settings.num_gpus_encoder},
+                   "user_config": {"recallers": local}}
     return IngressDeployment.options(num_replicas=settings.ingress_replicas,
                                      max_ongoing_requests=settings.max_ongoing_requests,
-                                     logging_config=logs).bind(cfg, encoders, retrievers, recallers)
+                                     logging_config=logs, **options).bind(cfg, encoders, retrievers, recallers,
+                                                                          sorted(local))
 
 
 def load_settings(config: str | Path | None = None, **overrides: Any) -> ServingSettings:

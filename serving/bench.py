@@ -36,6 +36,7 @@ async def _load(url: str, users: list[int], rate: float, duration_s: float, k: i
     rng = np.random.default_rng(seed)
     picks = rng.choice(users, n)
     lat: list[float] = []
+    sent: list[float] = []  # scheduled send time of each latency in `lat`, seconds into the phase
     codes: list[int] = []
     fallbacks = 0
     versions: dict[Any, int] = {}
@@ -63,6 +64,7 @@ async def _load(url: str, users: list[int], rate: float, duration_s: float, k: i
                 codes.append(-1)
                 errors[type(e).__name__] = errors.get(type(e).__name__, 0) + 1
             lat.append(time.perf_counter() - due)
+            sent.append(due - t0)
 
         tasks = []
         for i in range(n):
@@ -75,8 +77,12 @@ async def _load(url: str, users: list[int], rate: float, duration_s: float, k: i
         wall = time.perf_counter() - t0
     a = np.asarray(lat) * 1000.0
     ok = sum(c == 200 for c in codes)
+    # p99 per 10 s of the phase: tells a tail spread over the phase (queueing) from a few stalls
+    window = np.asarray(sent) // 10.0
+    p99_10s = [round(float(np.percentile(a[window == w], 99)), 1) for w in np.unique(window)]
     return {"rate": rate, "requests": n, "ok": ok, "errors": n - ok, "error_kinds": errors,
-            "fallbacks": fallbacks, "fallback_reasons": reasons, "p50_ms": float(np.percentile(a, 50)), "p99_ms": float(np.percentile(a, 99)),
+            "fallbacks": fallbacks, "fallback_reasons": reasons, "p50_ms": float(np.percentile(a, 50)),
+            "p99_ms": float(np.percentile(a, 99)), "p99_ms_by_10s": p99_10s, "over_15ms": int((a > 15.0).sum()),
             "mean_ms": float(a.mean()), "throughput_rps": ok / wall, "wall_s": wall, "versions": versions}
 
 
@@ -124,7 +130,7 @@ def run_bench(dataset: str | None, num_items: int, rates: list[float], duration_
               baseline_duration_s: float, swap_rate: float, swap_duration_s: float, steps: int | None,
               root: Path, model_path: Path | None = None, baseline_path: Path | None = None,
               k: int = 20, index: str = "milvus", topology: str = "split", compile_encoder: bool = False,
-              wait_ms: float = 2.0, haproxy: bool = False) -> dict[str, Any]:
+              wait_ms: float = 2.0, haproxy: bool = False, in_thread: bool = True) -> dict[str, Any]:
     import ray
     from ray import serve
 
@@ -146,7 +152,8 @@ def run_bench(dataset: str | None, num_items: int, rates: list[float], duration_
                         baseline_path=baseline_path,
                         treatment_index=index,
                         serving={"arms_file": str(arms_file), "arms_reload_s": 0.5, "encoder_steps": steps,
-                                 "batch": {"max_batch_size": 32, "wait_ms": wait_ms}, "topology": topology,
+                                 "batch": {"max_batch_size": 32, "wait_ms": wait_ms, "in_thread": in_thread},
+                                 "topology": topology,
                                  "encoder_compile": compile_encoder})
     port = _free_port()
     s = load_settings(world.config_path, port=port)
@@ -157,7 +164,8 @@ def run_bench(dataset: str | None, num_items: int, rates: list[float], duration_
     out: dict[str, Any] = {"dataset": dataset or f"synthetic-{num_items}", "items": int(world.catalog.num_items),
                            "users": len(users), "encoder_steps": steps or world.model_cfg.diffusion_steps,
                            "arch": world.model_cfg.arch, "k": k, "index": index, "topology": topology,
-                           "encoder_compile": compile_encoder, "wait_ms": wait_ms, "phases": []}
+                           "encoder_compile": compile_encoder, "wait_ms": wait_ms, "in_thread": in_thread,
+                           "phases": []}
     try:
         load(url, users, 20, 5, k)  # warm-up: first batches, JIT-free but cold caches
         plan = [("t2diff", r, duration_s) for r in rates]
@@ -225,7 +233,8 @@ def markdown(res: dict[str, Any], command: str) -> str:
     lines = [f"### {res['dataset']}: {res['items']} items, {res['users']} users, arch {res['arch']}, "
              f"{res['encoder_steps']} reverse steps, k={res['k']}, treatment index {res.get('index', 'milvus')}, "
              f"topology {res.get('topology', 'split')}, encoder compile {res.get('encoder_compile', False)}, "
-             f"batch window {res.get('wait_ms', 2.0):g} ms",
+             f"batch window {res.get('wait_ms', 2.0):g} ms"
+             + ("" if res.get("in_thread", True) else ", batches on the event loop"),
              "", f"Command: `{command}`  ", f"Device: {res['device']}; wall time {res['wall_s']:.0f} s", "",
              "| source | offered rps | requests | p50 ms | p99 ms | mean ms | done rps | errors | fallbacks | "
              "load avg (1 min) | CPU ms/request by process |",
@@ -236,6 +245,10 @@ def markdown(res: dict[str, Any], command: str) -> str:
         lines.append(f"| {p['source']} | {p['rate']:.0f} | {p['requests']} | {p['p50_ms']:.1f} | {p['p99_ms']:.1f} | "
                      f"{p['mean_ms']:.1f} | {p['throughput_rps']:.0f} | {p['errors']} | {p['fallbacks']} | "
                      f"{la[0]} -> {la[1]} | {cpu} |")
+    lines += ["", "p99 per 10 s window (ms) and requests over 15 ms, by phase:"]
+    for p in res["phases"]:
+        if "p99_ms_by_10s" in p:
+            lines.append(f"{p['source']} {p['rate']:.0f} rps: {p['p99_ms_by_10s']}, {p['over_15ms']} over 15 ms  ")
     sw = res.get("swap")
     if sw:
         lines += ["", f"Version swap under load ({sw['rate']:.0f} rps, {sw['requests']} requests, new version "

@@ -100,7 +100,7 @@ def _cmd_bench_serve(args: argparse.Namespace) -> int:
                           model_path=Path(args.model) if args.model else None,
                           baseline_path=Path(args.baseline) if args.baseline else None, k=args.k,
                           index=args.index, topology=args.topology, compile_encoder=args.compile,
-                          wait_ms=args.wait_ms, haproxy=args.haproxy)
+                          wait_ms=args.wait_ms, haproxy=args.haproxy, in_thread=not args.inline)
     cmd = "t2diff " + " ".join(sys.argv[1:]) if sys.argv and "bench" in sys.argv else "t2diff bench serve"
     md = bench.markdown(res, cmd)
     print(md)
@@ -145,17 +145,21 @@ def register(groups) -> None:
     b.add_argument("--duration", type=float, default=60.0, help="seconds per treatment rate")
     b.add_argument("--baseline-duration", type=float, default=20.0, help="seconds per baseline rate")
     b.add_argument("--swap-rate", type=float, default=100.0)
-    b.add_argument("--swap-duration", type=float, default=30.0)
+    b.add_argument("--swap-duration", type=float, default=60.0,
+                   help="seconds of load around the publish (long enough for a compiled version to go live)")
     b.add_argument("--steps", type=int, default=None, help="reverse diffusion steps (default: the model's T)")
     b.add_argument("--model", default=None, help="trained checkpoint (ml-1m) for the treatment arm")
     b.add_argument("--baseline", default=None, help="trained checkpoint for the control arm")
     b.add_argument("--k", type=int, default=20)
     b.add_argument("--index", default="milvus", choices=["milvus", "exact"],
                    help="treatment's retriever: Milvus Lite, or exact search over the same version's vectors")
-    b.add_argument("--topology", default="split", choices=["split", "fused"],
-                   help="split: Ingress -> UserEncoder + Retriever; fused: Ingress -> Recaller (one hop)")
+    b.add_argument("--topology", default="split", choices=["split", "fused", "local"],
+                   help="split: Ingress -> UserEncoder + Retriever; fused: Ingress -> Recaller (one hop); "
+                        "local: the Recaller inside the ingress replica (no hop)")
     b.add_argument("--compile", action="store_true", help="AOT-compile the user tower's U-Net (encoder_compile)")
     b.add_argument("--wait-ms", type=float, default=2.0, help="@serve.batch window of the encoder / recaller")
+    b.add_argument("--inline", action="store_true",
+                   help="run the Recaller's batches on the event loop instead of a worker thread (batch.in_thread)")
     b.add_argument("--haproxy", action="store_true",
                    help="Ray Serve's HAProxy ingress (RAY_SERVE_ENABLE_HA_PROXY=1) instead of the Python proxy")
     b.add_argument("--root", default=None)

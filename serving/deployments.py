@@ -8,6 +8,10 @@ or, with ``serving.topology: fused`` (one hop per request instead of two; servin
 
     Ingress -> Recaller_<source>  (the same UserEncoder and Retriever classes in one replica)
 
+or, with ``serving.topology: local`` (no hop: the Recaller classes run inside the ingress replica):
+
+    Ingress [+ RecallerReplica per source]
+
 Each wraps a plain class from this package; the logic and its tests live there.
 
 No ``from __future__ import annotations`` here: Ray pickles the ingress class by value, and FastAPI must see
@@ -33,8 +37,8 @@ log = logging.getLogger(__name__)
 
 class _EncoderReplica:
     """What an encoder replica does besides encoding: build the user tower on the right device, follow the
-    registry on a poller, apply ``user_config``. Shared by the UserEncoder and the fused Recaller deployments;
-    each names its ``@serve.batch`` method ``_run``."""
+    registry on a poller, apply ``user_config``, batch concurrent calls. Shared by the UserEncoder and the
+    Recaller; each defines ``_batch(list) -> list`` and calls ``self._run(one)``."""
 
     def _init_encoder(self, source: str, settings: dict[str, Any]) -> None:
         import torch
@@ -48,8 +52,12 @@ class _EncoderReplica:
         self.encoder = components.encoder(self.s, source, device=device)
         self.encoder.warmup()
         self.poll_s = self.s.sources[source].poll_s
-        self._run.set_max_batch_size(self.s.batch.max_batch_size)
-        self._run.set_batch_wait_timeout_s(self.s.batch.wait_ms / 1000.0)
+        # @serve.batch keeps ONE queue per decorated function and runs a batch on its first request's `self`:
+        # decorated at class level, two instances in one process (topology "local": a Recaller per source in
+        # the ingress replica) would share a queue and encode one source's users with the other's model.
+        # Wrapping the bound method gives each instance its own queue.
+        self._run = serve.batch(max_batch_size=self.s.batch.max_batch_size,
+                                batch_wait_timeout_s=self.s.batch.wait_ms / 1000.0)(self._batch)
         self._poller: Any = None  # started on the first request, inside the replica's loop
 
     def reconfigure(self, user_config: dict[str, Any]) -> None:
@@ -87,10 +95,12 @@ class _EncoderReplica:
 @serve.deployment(name="UserEncoder", ray_actor_options={"num_cpus": 0})
 class EncoderDeployment(_EncoderReplica):
     def __init__(self, source: str, settings: dict[str, Any]) -> None:
-        self._init_encoder(source, settings)
+        from serving import components
 
-    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.002)
-    async def _run(self, reqs: list[tuple[int, float]]) -> list[EncodeResult]:
+        self._init_encoder(source, settings)
+        components.settle_gc(self.s.gc_threshold)
+
+    async def _batch(self, reqs: list[tuple[int, float]]) -> list[EncodeResult]:
         # off the event loop so the next batch keeps filling while this one runs the user tower
         return await asyncio.to_thread(self.encoder.encode_batch, [u for u, _ in reqs], [d for _, d in reqs])
 
@@ -100,9 +110,9 @@ class EncoderDeployment(_EncoderReplica):
         return await self._run((user_id, deadline))
 
 
-@serve.deployment(name="Recaller", ray_actor_options={"num_cpus": 0})
-class RecallerDeployment(_EncoderReplica):
-    """Topology "fused": a UserEncoder and a Retriever in one replica (serving/recaller.py says why)."""
+class RecallerReplica(_EncoderReplica):
+    """A UserEncoder and a Retriever in one process (serving/recaller.py says why): its own deployment in
+    topology "fused", one instance per model source inside the ingress replica in topology "local"."""
 
     def __init__(self, source: str, settings: dict[str, Any]) -> None:
         from serving import components
@@ -112,14 +122,19 @@ class RecallerDeployment(_EncoderReplica):
         retriever = components.retriever(self.s, source)
         getattr(retriever.searcher, "warm", lambda: None)()
         self.recaller = Recaller(self.encoder, retriever)
+        components.settle_gc(self.s.gc_threshold)
 
-    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.002)
-    async def _run(self, queries: list[tuple]) -> list[tuple[EncodeResult, Any]]:
+    async def _batch(self, queries: list[tuple]) -> list[tuple[EncodeResult, Any]]:
+        if not self.s.batch.in_thread:
+            return self.recaller.recall_batch(queries)
         return await asyncio.to_thread(self.recaller.recall_batch, queries)
 
     async def recall(self, user_id: int, k: int, exclude_seen: bool, deadline: float) -> tuple[EncodeResult, Any]:
         self._start_poller()
         return await self._run((user_id, k, exclude_seen, deadline))
+
+
+RecallerDeployment = serve.deployment(name="Recaller", ray_actor_options={"num_cpus": 0})(RecallerReplica)
 
 
 @serve.deployment(name="Retriever", ray_actor_options={"num_cpus": 0})
@@ -130,11 +145,11 @@ class RetrieverDeployment:
         self.s = ServingSettings.model_validate(settings)
         self.retriever = components.retriever(self.s, source)
         getattr(self.retriever.searcher, "warm", lambda: None)()  # connect to Milvus before traffic
-        self._search.set_max_batch_size(self.s.batch.max_batch_size)
-        self._search.set_batch_wait_timeout_s(self.s.batch.wait_ms / 1000.0)
+        self._search = serve.batch(max_batch_size=self.s.batch.max_batch_size,
+                                   batch_wait_timeout_s=self.s.batch.wait_ms / 1000.0)(self._batch)
+        components.settle_gc(self.s.gc_threshold)
 
-    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.002)
-    async def _search(self, queries: list[tuple]) -> list[SearchResult]:
+    async def _batch(self, queries: list[tuple]) -> list[SearchResult]:
         return await asyncio.to_thread(self.retriever.search_batch, queries)
 
     async def search(self, vector: list[float], k: int, exclude: list[int], version: Any,
@@ -193,24 +208,42 @@ async def _limit_body(request: Request, call_next: Any) -> Any:
 @serve.ingress(api)
 class IngressDeployment:
     def __init__(self, settings: dict[str, Any], encoders: dict[str, Any], retrievers: dict[str, Any],
-                 recallers: Optional[dict[str, Any]] = None) -> None:
+                 recallers: Optional[dict[str, Any]] = None, local: Optional[list[str]] = None) -> None:
+        """``encoders`` + ``retrievers`` (topology "split") or ``recallers`` ("fused"): handles by source;
+        ``local`` ("local"): the sources whose Recaller runs in this replica."""
+        from serving import components
+        from serving.deployments import RecallerReplica  # by reference in the replica (this class is by value)
         from serving.ingress import IngressCore
 
         self.s = ServingSettings.model_validate(settings)
         self.encoders, self.retrievers, self.recallers = encoders, retrievers, recallers or {}
+        self.local = {name: RecallerReplica(name, settings) for name in local or []}
         if self.s.topology == "fused":
             self.core = IngressCore(self.s, None, None, recall_fn=self._recall)
+        elif self.s.topology == "local":
+            self.core = IngressCore(self.s, None, None, recall_fn=self._recall_local)
         else:
             self.core = IngressCore(self.s, self._encode, self._search)
         import serving.ingress
 
         serving.ingress.ACTIVE["core"] = self.core
+        components.settle_gc(self.s.gc_threshold)
+
+    def reconfigure(self, user_config: dict[str, Any]) -> None:
+        """Topology "local": ``{"recallers": {source: <the encoder's user_config>}}`` (version pin, batching,
+        steps), applied in place to that source's in-process Recaller."""
+        for name, cfg in (user_config.get("recallers") or {}).items():
+            if name in self.local:
+                self.local[name].reconfigure(cfg)
 
     async def _encode(self, source: str, user_id: int) -> EncodeResult:
         return await self.encoders[source].encode.remote(user_id, time.time() + self.s.timeout_s)
 
     async def _recall(self, source: str, user_id: int, k: int, exclude_seen: bool):
         return await self.recallers[source].recall.remote(user_id, k, exclude_seen, time.time() + self.s.timeout_s)
+
+    async def _recall_local(self, source: str, user_id: int, k: int, exclude_seen: bool):
+        return await self.local[source].recall(user_id, k, exclude_seen, time.time() + self.s.timeout_s)
 
     async def _search(self, source: str, vector: list[float], k: int, exclude: list[int], version: Any):
         return await self.retrievers[source].search.remote(vector, k, exclude, version, time.time() + self.s.timeout_s)

@@ -143,8 +143,10 @@ class UserEncoder:
     one history encoded twice (two arms on one model, a paired in-process comparison) gives one vector."""
 
     def __init__(self, provider: ModelProvider, features: FeatureSource, seed: int | None = None,
-                 num_steps: int | None = None, cuda_graph_batch: int = 0, reseed_per_batch: bool = False) -> None:
+                 num_steps: int | None = None, cuda_graph_batch: int = 0, reseed_per_batch: bool = False,
+                 reverse: str = "torch") -> None:
         self.provider, self.features, self.num_steps = provider, features, num_steps
+        self.reverse = reverse  # CUDA graph of the PyTorch reverse loop ("torch") or of the Triton kernel
         if reseed_per_batch and seed is None:
             raise ValueError("reseed_per_batch needs a seed")
         self.seed, self.reseed_per_batch = seed, reseed_per_batch
@@ -264,7 +266,17 @@ class UserEncoder:
         try:
             from t2diff.model.graphed import GraphedEncoder
 
-            g = GraphedEncoder(lm.model, batch_size=self.cuda_graph_batch, num_steps=self.num_steps)
+            reverse = None
+            if self.reverse == "triton":
+                from t2diff.model.triton_reverse import supports
+
+                why = supports(lm.model.diffusion.unet)
+                if why:
+                    log.warning("version %s: Triton reverse process unavailable (%s); CUDA graph of the loop",
+                                lm.version, why)
+                else:
+                    reverse = "triton"
+            g = GraphedEncoder(lm.model, batch_size=self.cuda_graph_batch, num_steps=self.num_steps, reverse=reverse)
         except Exception as e:  # eager still works; never fail a request over the fast path
             log.warning("CUDA graph capture failed, staying eager: %s", e)
             self.cuda_graph_batch = 0

@@ -5,6 +5,8 @@ window (benchmarks/serve.md, runs 9-10); the split topology pays that twice per 
 ingress -> retriever). Fused keeps the two concerns as separate plain classes (:class:`UserEncoder`,
 :class:`Retriever`) and only runs them in the same replica, so a batch is encoded and searched without leaving
 the process. Split stays the default: it lets the encoder run on a GPU replica and scale apart from the index.
+``serving.topology: local`` goes one step further and runs a Recaller per model source inside the ingress
+replica (serving/deployments.py ``RecallerReplica``): no Ray hop at all.
 """
 from __future__ import annotations
 

@@ -104,6 +104,10 @@ class FeatureSourceConfig(_Strict):
 class BatchConfig(_Strict):
     max_batch_size: int = Field(32, ge=1, le=1024)
     wait_ms: float = Field(2.0, ge=0.0, le=100.0)
+    # Run each batch (user tower + search) in a worker thread, so the replica's event loop keeps taking
+    # requests meanwhile. False runs it on the event loop: no GIL hand-offs between the loop and the worker
+    # (a thread waiting for the GIL can wait a whole switch interval, 5 ms), for batches that are CPU work anyway.
+    in_thread: bool = True
 
 
 class ServingSettings(Section):
@@ -133,11 +137,17 @@ class ServingSettings(Section):
     # "split": Ingress -> UserEncoder and Ingress -> Retriever, two hops per request (encoder on a GPU replica,
     # index scaled apart). "fused": one Recaller replica per source runs both, one hop: on a few CPU cores the
     # second hop's CPU and batching window are what keep p99 up (serving/recaller.py, benchmarks/serve.md).
-    topology: Literal["split", "fused"] = "split"
+    # "local": no backend hop at all; each model source's Recaller runs inside the ingress replica (scale the
+    # ingress to scale the model; the encoder's GPU and user_config go to the ingress).
+    topology: Literal["split", "fused", "local"] = "split"
     # Ray Serve's per-request access log line in every replica. Off by default: each request is already counted
     # in Prometheus (by arm, deployment, outcome) and logged with its id in the feedback log, and on a small
     # box the log lines cost CPU on every hop.
     access_log: bool = False
+    # After start-up each replica freezes its objects for Python's cyclic GC and runs gen-0 collections every
+    # this many net allocations (components.settle_gc: a full collection over the unfrozen heap stalled requests
+    # ~113 ms). 0 keeps Python's defaults.
+    gc_threshold: int = Field(50_000, ge=0)
     encoder_replicas: int = Field(1, ge=1)
     retriever_replicas: int = Field(1, ge=1)
     ingress_replicas: int = Field(1, ge=1)
@@ -148,8 +158,13 @@ class ServingSettings(Section):
     # R@20 and is 3x faster; the latency budget decides.
     encoder_steps: int | None = Field(None, ge=1)
     # AOT-compile the user tower's U-Net on CPU (serving/encoder.py compile_user_tower): a T = 10 encode at
-    # batch 1 2.3 -> 0.9 ms, T = 50 9.3 -> 2.5 ms, for ~10-20 s of compile per model version before it goes live.
+    # batch 1 2.3 -> 0.9 ms, T = 50 9.3 -> 2.5 ms, for ~45 s of CPU (a niced child process) per model version
+    # before it goes live.
     encoder_compile: bool = False
+    # GPU encoder: the reverse process as the PyTorch loop in a CUDA graph ("torch") or as one Triton kernel in
+    # that graph ("triton", t2diff/model/triton_reverse.py: 4.9x faster at T = 50 on an H200; the official
+    # U-Net shape only, other shapes stay on the loop). No effect on CPU.
+    encoder_reverse: Literal["torch", "triton"] = "torch"
     torch_threads: int = Field(1, ge=1)  # per encoder replica; more threads only fight on small batches
     num_gpus_encoder: float = Field(0.0, ge=0.0)  # > 0 puts the user tower on a GPU replica
     timeout_s: float = Field(1.0, gt=0)  # per backend call; past it the request falls back

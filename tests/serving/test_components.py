@@ -233,3 +233,46 @@ def test_warmup_runs_the_model_once_and_tolerates_no_model(tiny):
     finally:
         del model.encode_users
     assert calls == [(1, tiny[1].seq_len)]
+
+
+def test_settle_gc_freezes_start_up_objects_and_raises_the_young_threshold():
+    import gc
+
+    from serving.components import settle_gc
+
+    before, frozen = gc.get_threshold(), gc.get_freeze_count()
+    try:
+        settle_gc(0)  # 0 = Python's defaults: nothing frozen, thresholds untouched
+        assert gc.get_freeze_count() == frozen and gc.get_threshold() == before
+        settle_gc(50_000)
+        assert gc.get_freeze_count() > frozen + 1000  # the imported libraries at least
+        assert gc.get_threshold() == (50_000, before[1], before[2])
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)
+
+
+def test_gpu_graph_gets_the_configured_reverse_process(monkeypatch, tiny):
+    """serving.encoder_reverse reaches the CUDA-graphed encoder; a U-Net the Triton kernel cannot run stays on
+    the graphed PyTorch loop (the capture itself needs a GPU, so GraphedEncoder is replaced here)."""
+    import t2diff.model.graphed as graphed
+    import t2diff.model.triton_reverse as tr
+    from serving.encoder import LoadedModel, UserEncoder
+    from t2diff.model import ModelConfig, build_model
+
+    cat, cfg, model, _ = tiny
+    made = []
+
+    class FakeGraphed:
+        def __init__(self, model, batch_size, num_steps=None, reverse=None, **kw):
+            made.append((batch_size, num_steps, reverse))
+
+    monkeypatch.setattr(graphed, "GraphedEncoder", FakeGraphed)
+    monkeypatch.setattr(tr, "triton", object())  # "installed", whatever this machine has
+    odd = build_model(ModelConfig(num_items=cat.num_items, num_tags=cat.num_tags, max_tags=cat.max_tags,
+                                  unet_channels=(4, 8, 16)), torch.as_tensor(cat.tags))
+    for m, reverse, want in ((model, "torch", None), (model, "triton", "triton"), (odd, "triton", None)):
+        enc = UserEncoder(None, None, num_steps=5, cuda_graph_batch=8, reverse=reverse)
+        g = enc._graph_for(LoadedModel(m, cat, version=1, seq_len=cfg.seq_len, device="cuda"))
+        assert isinstance(g, FakeGraphed) and made[-1] == (8, 5, want)
+        assert enc._graph_for(LoadedModel(m, cat, version=1, seq_len=cfg.seq_len, device="cpu")) is None

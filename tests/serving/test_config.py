@@ -30,3 +30,18 @@ def test_load_settings_from_one_yaml(tmp_path):
     p.write_text("serving:\n  port: 9001\n  k_max: 50\nregistry:\n  root: /x\n")
     s = load_settings(p)
     assert s.port == 9001 and s.k_max == 50 and s.config_path == p.resolve()
+
+
+def test_local_topology_deploys_the_ingress_alone_with_the_encoder_options():
+    from serving.app import build_app
+
+    s = ServingSettings(topology="local", num_gpus_encoder=0.5, encoder_steps=10)
+    ingress = build_app(s)._bound_deployment
+    assert ingress.name == "Ingress"
+    assert ingress.init_args[1:4] == ({}, {}, {})  # no encoder, retriever or recaller handles
+    assert ingress.init_args[4] == sorted(s.model_sources())  # each model source runs in the replica
+    assert ingress.ray_actor_options["num_gpus"] == 0.5
+    cfg = ingress.user_config["recallers"]
+    assert set(cfg) == set(s.model_sources())
+    assert all(c["num_steps"] == 10 and set(c) == {"version", "poll_s", "max_batch_size", "wait_ms", "num_steps"}
+               for c in cfg.values())
