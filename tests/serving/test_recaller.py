@@ -83,3 +83,36 @@ def test_compiled_user_tower_matches_eager_and_runs_before_going_live(tiny):
         va, vb = np.array([r.vector for r in a]), np.array([r.vector for r in b])
         assert va.shape == (len(users), cfg.user_dim)
         assert np.allclose(va, vb, atol=1e-4), np.abs(va - vb).max()
+
+
+def test_a_new_version_reuses_the_compiled_package_with_its_own_weights(tiny, monkeypatch):
+    """Versions of one architecture share one AOTInductor package: the second gets its weights swapped in
+    (no child-process compile), and each loaded runner keeps computing with its own version's weights."""
+    import torch
+
+    from serving import aot
+    from t2diff.model import ModelConfig, build_model
+
+    cat, cfg, m1, m2 = tiny
+    r1 = aot.compile_in_child(m1, cfg.seq_len)  # built here (or by the test above: same architecture)
+
+    def no_child(*a, **k):
+        raise AssertionError("compiled again for an architecture already compiled")
+
+    monkeypatch.setattr(aot.subprocess, "run", no_child)
+    r2 = aot.compile_in_child(m2, cfg.seq_len)
+    u1, u2 = m1.diffusion.unet, m2.diffusion.unet
+    L = u1.padded_length(cfg.seq_len)
+    g = torch.Generator().manual_seed(0)
+    for B in (1, 5):
+        z, x = torch.randn(B, L, cfg.edim, generator=g), torch.randn(B, L, cfg.edim, generator=g)
+        t = torch.tensor(3)
+        with torch.no_grad():
+            e1, e2 = u1(z, x, t), u2(z, x, t)
+        assert not torch.allclose(e1, e2, atol=1e-3)  # two versions, two sets of weights
+        torch.testing.assert_close(r1(z, x, t), e1, atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(r2(z, x, t), e2, atol=1e-5, rtol=1e-4)
+    other = build_model(ModelConfig(num_items=cat.num_items, num_tags=cat.num_tags, max_tags=cat.max_tags,
+                                    diffusion_steps=8, step_weight=0.5), torch.as_tensor(cat.tags))
+    assert aot.arch_key(other.diffusion.unet, cfg.seq_len) != aot.arch_key(u1, cfg.seq_len)
+    assert aot.arch_key(u2, cfg.seq_len) == aot.arch_key(u1, cfg.seq_len)
