@@ -12,6 +12,7 @@ GIL released, and then loads the finished package in milliseconds. A later versi
 from __future__ import annotations
 
 import atexit
+import functools
 import json
 import logging
 import os
@@ -46,7 +47,6 @@ def export_unet(unet: Any, seq_len: int, package: Path) -> Path:
 # version of an architecture already compiled only swaps its weights into a fresh load of that package
 # (``load_constants``): milliseconds instead of a ~45 s compile (2-core box) before it can go live.
 _PACKAGES: dict[str, Path] = {}
-_CACHE_DIR: list[Path] = []
 _BUILD = threading.Lock()  # two sources' pollers in one replica (topology "local") build a package once
 
 
@@ -61,12 +61,12 @@ def arch_key(unet: Any, seq_len: int) -> str:
                        "tensors": tensors, "torch": torch.__version__}, sort_keys=True)
 
 
+@functools.cache
 def _cache_dir() -> Path:
-    if not _CACHE_DIR:
-        d = Path(tempfile.mkdtemp(prefix="t2diff-aoti-"))
-        atexit.register(shutil.rmtree, d, ignore_errors=True)
-        _CACHE_DIR.append(d)
-    return _CACHE_DIR[0]
+    """This process's package directory, made on first use and removed at exit."""
+    d = Path(tempfile.mkdtemp(prefix="t2diff-aoti-"))
+    atexit.register(shutil.rmtree, d, ignore_errors=True)
+    return d
 
 
 def compile_in_child(model: Any, seq_len: int, timeout_s: float = 600.0) -> Any:
