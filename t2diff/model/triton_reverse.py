@@ -77,10 +77,10 @@ if triton is not None:
             wbase = co3 * (TAPS * CIN) + (tap * CIN + WOFF)  # (1, 1, COUT)
             # a runtime loop, not static_range: fully unrolled, the kernel's ~330 rank-1 updates took Triton
             # 5 minutes to compile per configuration
-            for c in range(C):
-                v = tl.load(src + base + c, mask=lmask, other=0.0)
+            for c in range(C):  # .to: the scratch may hold float16 (TritonReverse(scratch_dtype=...))
+                v = tl.load(src + base + c, mask=lmask, other=0.0).to(tl.float32)
                 if MODE == 1:
-                    v = tl.maximum(v, tl.load(src + base + C + c, mask=lmask, other=0.0))
+                    v = tl.maximum(v, tl.load(src + base + C + c, mask=lmask, other=0.0).to(tl.float32))
                 if HAS_CST:
                     v = v + tl.load(cst + c) * cscale
                 acc += v * tl.load(w + wbase + c)
@@ -108,7 +108,7 @@ if triton is not None:
     @triton.jit
     def _store(dst, val, pid, L: tl.constexpr, BL: tl.constexpr, COUT: tl.constexpr, BS: tl.constexpr):
         b3, l3, co3 = _idx(pid, BS, BL, COUT)
-        tl.store(dst + b3 * (L * COUT) + l3 * COUT + co3, val, mask=(l3 < L) & (co3 < COUT))
+        tl.store(dst + b3 * (L * COUT) + l3 * COUT + co3, val.to(dst.dtype.element_ty), mask=(l3 < L) & (co3 < COUT))
 
     @triton.jit
     def _conv(src_a, src_b, pid, L: tl.constexpr, BL: tl.constexpr, CA: tl.constexpr, CB: tl.constexpr,
@@ -195,7 +195,7 @@ if triton is not None:
     # Sequences per program and warps, chosen by timing on the first call per (batch, steps): the best pair
     # depends on the GPU (occupancy vs. per-program scratch in L1), so it is measured rather than guessed.
     _reverse_tuned = triton.autotune(
-        configs=[triton.Config({"BS": bs}, num_warps=w) for bs in (4, 8, 16) for w in (2, 4, 8)],
+        configs=[triton.Config({"BS": bs}, num_warps=w) for bs in (2, 4, 8, 16) for w in (1, 2, 4, 8)],
         key=["B", "n_steps"])(_reverse_kernel)
 
 MAX_BS = 16  # scratch rows are rounded up to this, so every autotune config fits
@@ -206,9 +206,18 @@ class TritonReverse:
     reverse loop of ``DriftDiffusion.sample`` in one kernel launch. Reads the U-Net's parameters at every
     call (no packed copy to go stale when the model trains). ``block_seqs`` sequences per program and
     ``num_warps``; None for both = autotuned on the first call per (batch, steps) (so make that call outside
-    a CUDA graph capture, as ``GraphedEncoder``'s warm-up does)."""
+    a CUDA graph capture, as ``GraphedEncoder``'s warm-up does).
 
-    def __init__(self, unet: nn.Module, block_seqs: int | None = None, num_warps: int | None = None) -> None:
+    ``scratch_dtype``: what the U-Net's intermediate activations are stored as between layers (float32, or
+    float16 to halve the per-program working set that has to stay in L1; all arithmetic, the diffusion state
+    z_t and the inputs stay float32). float16 is an opt-in speed/accuracy trade: its error against a float64
+    run is printed by benchmarks/scripts/triton_reverse_tune.py beside float32's.
+    """
+
+    SCRATCH_DTYPES = (torch.float32, torch.float16)
+
+    def __init__(self, unet: nn.Module, block_seqs: int | None = None, num_warps: int | None = None,
+                 scratch_dtype: torch.dtype = torch.float32) -> None:
         why = supports(unet)
         if why:
             raise ValueError(f"TritonReverse cannot run this U-Net: {why}")
@@ -216,7 +225,9 @@ class TritonReverse:
             raise ValueError("give both block_seqs and num_warps, or neither (autotune)")
         if block_seqs is not None and (block_seqs & (block_seqs - 1) or not 1 <= block_seqs <= MAX_BS):
             raise ValueError(f"block_seqs must be a power of two in 1..{MAX_BS}")
-        self.unet, self.BS, self.num_warps = unet, block_seqs, num_warps
+        if scratch_dtype not in self.SCRATCH_DTYPES:
+            raise ValueError(f"scratch_dtype must be one of {self.SCRATCH_DTYPES}, got {scratch_dtype}")
+        self.unet, self.BS, self.num_warps, self.scratch_dtype = unet, block_seqs, num_warps, scratch_dtype
         self._scratch: dict[tuple[int, int, torch.device], list[torch.Tensor]] = {}
 
     def _params(self) -> list[torch.Tensor]:
@@ -231,12 +242,18 @@ class TritonReverse:
         return [p.detach().float().contiguous() for p in ps]
 
     def _buffers(self, rows: int, L: int, device: torch.device) -> list[torch.Tensor]:
+        """The kernel's 10 scratch arguments (z, s0, s1, s2, h3, u2, h2, u1, u0, h1) over 6 buffers: a level's
+        output reuses a buffer whose contents are dead by then (h2 -> h3's, h1 -> s2's, the three 1x1-conv
+        temporaries u2/u1/u0 -> one), so each program touches 35 % less memory per step (L1 working set).
+        Sizes match: per sequence h3 and h2 are both L·D values, s2 and h1 L·D, u2/u1/u0 L·D/2."""
         key = (rows, L, device)
         if key not in self._scratch:
-            D = self.unet.edim
-            shapes = [(L, D), (L, D), (L // 2, 2 * D), (L // 4, 4 * D), (L // 8, 8 * D),  # z, s0, s1, s2, h3
-                      (L // 8, 4 * D), (L // 4, 4 * D), (L // 4, 2 * D), (L // 2, D), (L // 2, 2 * D)]  # u2 h2 u1 u0 h1
-            self._scratch[key] = [torch.empty((rows,) + s, device=device, dtype=torch.float32) for s in shapes]
+            D, dt = self.unet.edim, self.scratch_dtype
+            z = torch.empty((rows, L, D), device=device, dtype=torch.float32)  # the state z_t stays fp32
+            s0, s1, s2, h3, u = (torch.empty((rows,) + shape, device=device, dtype=dt)
+                                 for shape in ((L, D), (L // 2, 2 * D), (L // 4, 4 * D), (L // 8, 8 * D),
+                                               (L // 8, 4 * D)))
+            self._scratch[key] = [z, s0, s1, s2, h3, u, h3, u, u, s2]
         return self._scratch[key]
 
     def __call__(self, x: torch.Tensor, m: torch.Tensor, noise: torch.Tensor, ts: torch.Tensor, c0: torch.Tensor,
