@@ -6,9 +6,7 @@ Modes: ``eager`` (the default code path), and on CUDA ``graph`` (one CUDA graph 
 ``compile+graph`` (torch.compile'd U-Net inside the graph) and ``compile+graph+bf16`` (the same under bf16
 autocast; LayerNorm/softmax stay fp32), ``triton+graph`` (the whole reverse loop as one Triton kernel,
 t2diff/model/triton_reverse.py) and ``triton+compile+graph`` (that, plus the torch.compile'd mixed-attention
-tower), ``triton-fp16+compile+graph`` (the kernel's intermediate activations stored as float16). The last
-column is the U-Net's (graph/compile modes) or the whole reverse process's (triton modes) max abs difference
-from the eager PyTorch path. The eager ``mixed_attention`` arch (no diffusion)
+tower). The eager ``mixed_attention`` arch (no diffusion)
 is timed in the same run as the baseline.
 """
 from __future__ import annotations
@@ -88,7 +86,7 @@ def run_encode_bench(device: str, batch_sizes: list[int], steps: list[int], mode
                         triton = mode.startswith("triton")
                         enc = GraphedEncoder(m, B, num_steps=n, compile=mode.startswith("compile"),
                                              autocast_dtype=torch.bfloat16 if mode.endswith("bf16") else None,
-                                             reverse=mode.split("+")[0] if triton else None,
+                                             reverse="triton" if triton else None,
                                              compile_user=triton and "compile" in mode)
                         fn = (lambda enc=enc: enc(hist, ts, now))
                         check[(mode, n)] = (_reverse_agreement(m, hist, n) if triton else

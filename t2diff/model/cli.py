@@ -9,8 +9,7 @@ import sys
 import time
 
 log = logging.getLogger(__name__)
-MODES = ("eager", "graph", "compile+graph", "compile+graph+bf16", "triton+graph", "triton+compile+graph",
-         "triton-fp16+compile+graph")
+MODES = ("eager", "graph", "compile+graph", "compile+graph+bf16", "triton+graph", "triton+compile+graph")
 
 
 def _ints(s: str) -> list[int]:

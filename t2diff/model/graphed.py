@@ -6,8 +6,7 @@ encode (item lookups, T reverse steps, mixed attention) into a CUDA graph replay
 Noise is drawn from the default CUDA generator, which PyTorch advances per replay (fresh noise each call).
 
 Optionally the U-Net is torch.compile'd first (fuses swish/LayerNorm/step arithmetic), or the whole reverse
-loop runs as one Triton kernel (``reverse="triton"``, t2diff/model/triton_reverse.py; ``"triton-fp16"``: the same
-kernel with its intermediate activations stored as float16, an opt-in speed/accuracy trade) and the mixed-attention
+loop runs as one Triton kernel (``reverse="triton"``, t2diff/model/triton_reverse.py) and the mixed-attention
 user tower is torch.compile'd (``compile_user``); all are opt-in, eager ``model.encode_users`` stays the default.
 """
 from __future__ import annotations
@@ -18,8 +17,6 @@ import torch
 from torch import nn
 
 log = logging.getLogger(__name__)
-
-REVERSES = (None, "triton", "triton-fp16")  # None: the PyTorch loop of DriftDiffusion.sample
 
 
 class GraphedEncoder:
@@ -38,13 +35,12 @@ class GraphedEncoder:
         self.model, self.B, self.num_steps = model.eval(), batch_size, num_steps
         if compile and getattr(model, "diffusion", None) is not None:
             model.diffusion.compile_denoiser(dynamic=False)
-        if reverse not in REVERSES:
-            raise ValueError(f"unknown reverse {reverse!r}; expected one of {REVERSES}")
-        if reverse is not None and getattr(model, "diffusion", None) is not None:
+        if reverse == "triton" and getattr(model, "diffusion", None) is not None:
             from t2diff.model.triton_reverse import TritonReverse
 
-            dt = torch.float16 if reverse == "triton-fp16" else torch.float32  # the kernel's scratch
-            model.diffusion.set_reverse(TritonReverse(model.diffusion.unet, scratch_dtype=dt))  # autotuned below
+            model.diffusion.set_reverse(TritonReverse(model.diffusion.unet))  # autotuned in the warm-up below
+        elif reverse is not None:
+            raise ValueError(f"unknown reverse {reverse!r}; expected None or 'triton'")
         if compile_user:  # an instance attribute shadows the method: state_dict keys stay as they are
             model._user = torch.compile(model._user, dynamic=False)
         n = model.cfg.seq_len
