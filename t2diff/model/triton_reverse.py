@@ -272,9 +272,8 @@ class TritonReverse:
         scratch = self._buffers(triton.cdiv(B, MAX_BS) * MAX_BS, L, x.device)
         tuned = self.BS is None
         kernel = _reverse_tuned if tuned else _reverse_kernel
-        extra = {} if tuned else {"UNROLL": self.unroll}
         grid = (lambda meta: (triton.cdiv(B, meta["BS"]),)) if tuned else (triton.cdiv(B, self.BS),)
-        fixed = {} if tuned else {"BS": self.BS, "num_warps": self.num_warps}
+        fixed = {} if tuned else {"BS": self.BS, "num_warps": self.num_warps, "UNROLL": self.unroll}
         kernel[grid](
             # x channel-major (B, D, L), as the scratch: the kernel reads it a column at a time
             x.float().transpose(1, 2).contiguous(), m.float().contiguous(), noise.float().contiguous(), out,
@@ -282,5 +281,5 @@ class TritonReverse:
             c0.float().contiguous(), ct.float().contiguous(), sg.float().contiguous(),
             self.unet.step_emb.float().contiguous(), n, B, float(self.unet.step_weight),
             *self._params(), *scratch,
-            D=D, L0=L, BL0=triton.next_power_of_2(L), EPS=float(self.unet.down[0].norm.eps), **extra, **fixed)
+            D=D, L0=L, BL0=triton.next_power_of_2(L), EPS=float(self.unet.down[0].norm.eps), **fixed)
         return out.to(x.dtype)
