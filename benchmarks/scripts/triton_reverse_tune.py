@@ -97,7 +97,10 @@ def main(argv: list[str] | None = None) -> int:
     now = torch.zeros(a.batch, dtype=torch.long, device="cuda")
     x_next = x[:, -1].clone()
     user = torch.compile(m._user, dynamic=False)
-    for name, fn in (("item lookups", lambda: m.items(hist)),
+    L = d.unet.padded_length(m.cfg.seq_len)
+    for name, fn in (("item lookups per position", lambda: m.items(hist)),
+                     ("item lookups through the catalogue table (encode_users' path)", lambda: m.items.lookup(hist)),
+                     ("noise draw (T=50)", lambda: torch.randn((51, a.batch, L, x.shape[-1]), device="cuda")),
                      ("mixed attention (compiled)", lambda: user(x, mask, x_next, hist_ts, now))):
         ms = cuda_ms(graphed(fn))
         print(f"rest of the tower: {name}, CUDA graph: {ms:.3f} ms per batch", flush=True)

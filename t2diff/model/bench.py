@@ -5,8 +5,9 @@ left-padded histories with timestamps: item lookups + T reverse diffusion steps 
 Modes: ``eager`` (the default code path), and on CUDA ``graph`` (one CUDA graph per batch size),
 ``compile+graph`` (torch.compile'd U-Net inside the graph) and ``compile+graph+bf16`` (the same under bf16
 autocast; LayerNorm/softmax stay fp32), ``triton+graph`` (the whole reverse loop as one Triton kernel,
-t2diff/model/triton_reverse.py) and ``triton+compile+graph`` (that, plus the torch.compile'd mixed-attention
-tower). The eager ``mixed_attention`` arch (no diffusion)
+t2diff/model/triton_reverse.py), ``triton+compile+graph`` (that, plus the torch.compile'd mixed-attention
+tower) and ``triton+fused+graph`` (everything around the kernel -- item lookups, masks, padding, the user tower --
+in one torch.compile). The eager ``mixed_attention`` arch (no diffusion)
 is timed in the same run as the baseline.
 """
 from __future__ import annotations
@@ -87,9 +88,11 @@ def run_encode_bench(device: str, batch_sizes: list[int], steps: list[int], mode
                         enc = GraphedEncoder(m, B, num_steps=n, compile=mode.startswith("compile"),
                                              autocast_dtype=torch.bfloat16 if mode.endswith("bf16") else None,
                                              reverse="triton" if triton else None,
-                                             compile_user=triton and "compile" in mode)
+                                             compile_user=mode == "triton+compile+graph",
+                                             compile_encode=mode == "triton+fused+graph")
                         fn = (lambda enc=enc: enc(hist, ts, now))
-                        check[(mode, n)] = (_reverse_agreement(m, hist, n) if triton else
+                        check[(mode, n)] = (_encode_agreement(enc, m, hist, ts, now, n) if "fused" in mode else
+                                            _reverse_agreement(m, hist, n) if triton else
                                             _unet_agreement(m, B, device, mode.endswith("bf16")))
                     except Exception as e:  # keep the other cases' figures; report the failure in the table
                         log.exception("%s steps=%s B=%d failed", mode, n, B)
@@ -138,6 +141,18 @@ def _reverse_agreement(m: torch.nn.Module, hist: torch.Tensor, n: int) -> float:
         outs.append(d.sample(x, mask, n, generator=g))
     d.set_reverse(fast)
     return float((outs[0] - outs[1]).abs().max())
+
+
+@torch.no_grad()
+def _encode_agreement(enc: Any, m: torch.nn.Module, hist: torch.Tensor, ts: torch.Tensor, now: torch.Tensor,
+                      n: int) -> float:
+    """Max |e_u from the graphed, compiled encode - eager encode_users| after the same CUDA seed (both draw the
+    noise with aten's randn, so this shows what compiling changed, not the noise)."""
+    torch.cuda.manual_seed(0)
+    fast = enc(hist, ts, now)
+    torch.cuda.manual_seed(0)
+    ref = m.encode_users(hist, ts, now, num_steps=n)
+    return float((fast - ref).abs().max())
 
 
 def device_name(device: str) -> str:

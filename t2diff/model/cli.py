@@ -9,7 +9,8 @@ import sys
 import time
 
 log = logging.getLogger(__name__)
-MODES = ("eager", "graph", "compile+graph", "compile+graph+bf16", "triton+graph", "triton+compile+graph")
+MODES = ("eager", "graph", "compile+graph", "compile+graph+bf16", "triton+graph", "triton+compile+graph",
+         "triton+fused+graph")
 
 
 def _ints(s: str) -> list[int]:

@@ -118,6 +118,6 @@ class T2Diff(TwoTowerModule):
                 generator: torch.Generator | None, num_steps: int | None) -> torch.Tensor:
         """Graph-capturable core of encode_users (no host syncs): canonical (B, n) inputs on the device."""
         mask = hist > 0
-        x = self.items(hist)
+        x = self.items.lookup(hist)  # (B, n, D)
         x_next = self.diffusion.sample(x, mask, num_steps, generator) if self.diffusion is not None else None
         return self._user(x, mask, x_next, hist_ts, now_ts)

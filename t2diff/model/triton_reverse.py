@@ -260,6 +260,7 @@ class TritonReverse:
             self._scratch[key] = [z, s0, s1, s2, h3, u, h3, u, u, s2]
         return self._scratch[key]
 
+    @torch.compiler.disable  # opaque to torch.compile (GraphedEncoder(compile_encode=True)): a graph break
     def __call__(self, x: torch.Tensor, m: torch.Tensor, noise: torch.Tensor, ts: torch.Tensor, c0: torch.Tensor,
                  ct: torch.Tensor, sg: torch.Tensor) -> torch.Tensor:
         B, L, D = x.shape

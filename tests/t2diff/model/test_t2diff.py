@@ -111,3 +111,18 @@ def test_tiny_model_overfits_a_deterministic_sequence():
     scores = m.encode_users(hist, generator=torch.Generator().manual_seed(0)) @ m.encode_items()[1:].T
     recall1 = (scores.argmax(1) + 1 == target).float().mean().item()
     assert recall1 == 1.0, (recall1, metrics)
+
+
+def test_item_lookup_through_the_catalogue_table_equals_the_per_position_computation():
+    """encode_users gathers raw item vectors from a whole-catalogue table when a batch has more positions than
+    the catalogue has rows (ItemEmbedding.lookup); both branches must give forward()'s values exactly."""
+    m = make_model("t2diff").eval()
+    with torch.no_grad():
+        m.items.id_weight[0] = 7.0  # junk in the padding row must still map to zeros
+        m.items.id_weight[5] *= 100.0  # a row that emb_max_norm clips
+    big = make_batch(B=6)["hist"]  # 300 positions > 31 catalogue rows: the table branch
+    small = big[:1, -20:]  # 20 positions: computed per position
+    assert big.numel() > N_ITEMS + 1 >= small.numel()
+    for idx in (big, small, torch.zeros(0, 50, dtype=torch.long)):
+        torch.testing.assert_close(m.items.lookup(idx), m.items(idx), rtol=0, atol=0)
+    assert m.items.lookup(big)[big == 0].abs().sum() == 0

@@ -3,6 +3,8 @@
 Triton's interpreter (TRITON_INTERPRET=1, read when the kernel module is imported, hence a child process) runs
 the kernels with numpy, so the GPU kernels' arithmetic, masking, reflect padding, pooling, upsampling and
 posterior steps are checked here without a GPU (also with the channel loop unrolled). Same noise (same generator seed) for both paths.
+It also checks that the whole encode torch.compile'd around the kernel (GraphedEncoder(compile_encode=True)) gives
+the eager answer for the same seed.
 """
 import json
 import os
@@ -50,6 +52,15 @@ for name, edim, B, steps, bs in (("edim4", 4, 5, 3, 2), ("edim8", 8, 2, 2, 1)):
         res.append(m.encode_users(hist, ts, generator=gen, num_steps=steps))
     out[name] = {"diff": float((res[0] - res[1]).abs().max()), "scale": float(res[0].abs().max()),
                  "diff_unroll": float((res[0] - res[2]).abs().max())}
+# GraphedEncoder(compile_encode=True) on CUDA: torch.compile of the whole encode, the kernel a graph break and the
+# noise aten's randn (fallback_random), so one seed gives eager encode_users' answer
+h, t = m._canon(hist, ts)
+with torch.no_grad():
+    torch.manual_seed(5)
+    eager = m._encode(h, t, None, None, steps)
+    fused = torch.compile(m._encode, dynamic=False, options={"fallback_random": True})
+    torch.manual_seed(5)
+    out["compiled_encode_diff"] = float((fused(h, t, None, None, steps) - eager).abs().max())
 print(json.dumps(out))
 """
 
@@ -60,6 +71,7 @@ def test_triton_reverse_equals_the_pytorch_loop_in_the_interpreter():
                        timeout=600)
     assert p.returncode == 0, p.stderr[-3000:]
     res = json.loads(p.stdout.strip().splitlines()[-1])
+    assert res.pop("compiled_encode_diff") < 1e-5
     for name, r in res.items():
         # same noise, same math: only float rounding differs (summation order of the convs)
         assert r["scale"] > 0.1 and r["diff"] < 1e-5 * max(1.0, r["scale"]), (name, r)
