@@ -172,7 +172,12 @@ def serving_dashboard() -> Dashboard:
         (quantile(0.99, N.SERVE_LATENCY, "deployment, stage", sel), "{{deployment}} / {{stage}}")], unit="s")
     d.panel("Observations / s", [
         (f"sum by (deployment) (rate({N.hist(N.SERVE_LATENCY, 'count')}{sel}[{W}]))", "{{deployment}}")],
-        unit="ops")
+        unit="ops", w=12)
+    d.panel("Ingress GC pauses: seconds paused / s, max pause (p99)", [
+        (f"sum by (generation) (rate({N.hist(N.SERVE_GC_PAUSE, 'sum')}[{W}]))", "paused, gen {{generation}}"),
+        (quantile(0.99, N.SERVE_GC_PAUSE, "generation"), "p99 pause, gen {{generation}}")], unit="s", w=12,
+        description="Every collection stalls the requests in flight; collections under load mean something makes "
+                    "reference cycles per request (benchmarks/serve.md, run 17).")
     d.row("Errors and degraded modes")
     d.panel("Errors / s by kind", [
         (f"sum by (deployment, kind) (rate({N.SERVE_ERRORS}{sel}[{W}]))", "{{deployment}} {{kind}}")],

@@ -19,6 +19,7 @@ SERVE_ERRORS = "t2diff_serve_errors_total"
 SERVE_FALLBACKS = "t2diff_serve_fallbacks_total"
 SERVE_BAD_REQUESTS = "t2diff_serve_bad_requests_total"
 SERVE_MODEL_VERSION = "t2diff_serve_model_version_info"
+SERVE_GC_PAUSE = "t2diff_serve_gc_pause_seconds"  # histogram base name, label generation (ingress process)
 
 # streaming/metrics.py (ingestion path)
 DEAD_LETTERS = "t2diff_dead_letters_total"  # labels stage, reason

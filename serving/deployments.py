@@ -187,21 +187,51 @@ async def _http(request: Request, exc: HttpError) -> JSONResponse:
     return JSONResponse({"error": exc.message}, status_code=exc.status)
 
 
-@api.middleware("http")
-async def _limit_body(request: Request, call_next: Any) -> Any:
-    core = _active_core()
-    limit = core.s.max_body_bytes if core is not None else 16_384
-    cl = request.headers.get("content-length")
-    too_big = False
-    if cl is not None:
-        too_big = not cl.isdigit() or int(cl) > limit
-    elif request.method in ("POST", "PUT", "PATCH"):
-        too_big = len(await request.body()) > limit
-    if too_big:
+class BodyLimit:
+    """ASGI middleware: a body over ``max_body_bytes`` gets a 413 with a message, counted in bad_requests.
+
+    Plain ASGI rather than ``@api.middleware("http")``: Starlette runs each request of such a middleware in an
+    anyio task group whose cancel scope, CancelledError and traceback form reference cycles: ~40 of the ~110 cyclic
+    objects per request an ingress replica made (gc.DEBUG_SAVEALL; the rest: serving/aot.py FlatRunner). At 200 rps
+    the young-generation collections that freed them (~56k objects every ~2.5 s) stalled the replica 12-40 ms each:
+    the p99 tail (benchmarks/serve.md, run 17).
+    """
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        core = _active_core()
+        limit = core.s.max_body_bytes if core is not None else 16_384
+        length = next((v for k, v in scope["headers"] if k == b"content-length"), None)
+        if length is not None:
+            if length.isdigit() and int(length) <= limit:
+                return await self.app(scope, receive, send)
+        elif scope["method"] in ("POST", "PUT", "PATCH"):  # no length given (chunked): read it here first
+            messages, size = [], 0
+            while True:
+                m = await receive()
+                messages.append(m)
+                size += len(m.get("body", b""))
+                if m["type"] != "http.request" or not m.get("more_body") or size > limit:
+                    break
+            if size <= limit:
+                replay = iter(messages)
+
+                async def receive_again() -> dict:
+                    return next(replay, None) or await receive()
+
+                return await self.app(scope, receive_again, send)
+        else:
+            return await self.app(scope, receive, send)
         if core is not None:
-            core.metrics.bad_requests.labels(request.url.path.strip("/") or "root", "body_too_large").inc()
-        return JSONResponse({"error": f"body larger than {limit} bytes"}, status_code=413)
-    return await call_next(request)
+            core.metrics.bad_requests.labels(scope["path"].strip("/") or "root", "body_too_large").inc()
+        await JSONResponse({"error": f"body larger than {limit} bytes"}, status_code=413)(scope, receive, send)
+
+
+api.add_middleware(BodyLimit)
 
 
 @serve.deployment(name="Ingress", ray_actor_options={"num_cpus": 0})
@@ -228,6 +258,7 @@ class IngressDeployment:
 
         serving.ingress.ACTIVE["core"] = self.core
         components.settle_gc(self.s.gc_threshold)
+        self.core.metrics.watch_gc()
 
     def reconfigure(self, user_config: dict[str, Any]) -> None:
         """Topology "local": ``{"recallers": {source: <the encoder's user_config>}}`` (version pin, batching,

@@ -102,6 +102,13 @@ def test_oversized_and_garbled_bodies(app):
     r = c.post("/recall", content=b'{"user_id": 1, "pad": "' + b"x" * (s.max_body_bytes + 10) + b'"}',
                headers={"content-type": "application/json"})
     assert r.status_code == 413 and "larger" in r.json()["error"]
+    # chunked (no content-length): the middleware reads the body itself, then refuses it or hands it on whole
+    js = {"content-type": "application/json"}
+    big = iter([b'{"user_id": 1, "pad": "', b"x" * (s.max_body_bytes + 10), b'"}'])
+    r = c.post("/recall", content=big, headers=js)
+    assert r.status_code == 413 and "larger" in r.json()["error"]
+    r = c.post("/recall", content=iter([b'{"user_id": 1,', b' "k": 3}']), headers=js)
+    assert r.status_code == 200 and len(r.json()["items"]) == 3, r.text
     r = c.post("/recall", content=b"{not json", headers={"content-type": "application/json"})
     assert r.status_code == 422
     r = c.post("/feedback", json={"events": []})

@@ -112,6 +112,18 @@ def test_a_new_version_reuses_the_compiled_package_with_its_own_weights(tiny, mo
         assert not torch.allclose(e1, e2, atol=1e-3)  # two versions, two sets of weights
         torch.testing.assert_close(r1(z, x, t), e1, atol=1e-5, rtol=1e-4)
         torch.testing.assert_close(r2(z, x, t), e2, atol=1e-5, rtol=1e-4)
+    # no reference cycles per call (the package's own __call__ makes one per call through torch's pytree): their
+    # collection stalls a serving replica under load
+    import gc
+
+    gc.collect()
+    gc.disable()
+    try:
+        for _ in range(50):
+            r1(z, x, t)
+        assert gc.collect() == 0
+    finally:
+        gc.enable()
     other = build_model(ModelConfig(num_items=cat.num_items, num_tags=cat.num_tags, max_tags=cat.max_tags,
                                     diffusion_steps=8, step_weight=0.5), torch.as_tensor(cat.tags))
     assert aot.arch_key(other.diffusion.unet, cfg.seq_len) != aot.arch_key(u1, cfg.seq_len)
