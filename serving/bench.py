@@ -12,6 +12,7 @@ file (no restart); a model version swap under load.
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import logging
 import os
@@ -26,8 +27,77 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 
+class GcWatch:
+    """Garbage collections of this process while a phase runs: how many and how long each paused it (ms)."""
+
+    def __init__(self) -> None:
+        self.pauses: list[float] = []
+        self._t = 0.0
+
+    def __enter__(self) -> "GcWatch":
+        gc.callbacks.append(self._cb)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        gc.callbacks.remove(self._cb)
+
+    def _cb(self, phase: str, info: dict) -> None:
+        if phase == "start":
+            self._t = time.perf_counter()
+        else:
+            self.pauses.append((time.perf_counter() - self._t) * 1e3)
+
+    def summary(self) -> dict[str, float]:
+        return {"count": len(self.pauses), "total_ms": round(sum(self.pauses), 1),
+                "max_ms": round(max(self.pauses, default=0.0), 1)}
+
+
+def server_counts(url: str) -> dict[str, float]:
+    """From the ingress's /metrics, totals so far: garbage collections of its process and seconds paused (all
+    generations); requests it timed end to end, and how many of those took <= 15 ms (a histogram bucket edge):
+    the server's own view of the tail, without the HTTP path in front of the handler or the load generator."""
+    import httpx
+    from prometheus_client.parser import text_string_to_metric_families
+
+    out = {"gc_count": 0.0, "gc_seconds": 0.0, "e2e_count": 0.0, "e2e_le_15ms": 0.0}
+    text = httpx.get(url + "/metrics", timeout=10).text
+    for fam in text_string_to_metric_families(text):
+        for smp in fam.samples:
+            if fam.name == "t2diff_serve_gc_pause_seconds":
+                if smp.name.endswith("_count"):
+                    out["gc_count"] += smp.value
+                elif smp.name.endswith("_sum"):
+                    out["gc_seconds"] += smp.value
+            elif fam.name == "t2diff_serve_latency_seconds" and smp.labels.get("stage") == "end_to_end":
+                if smp.name.endswith("_count"):
+                    out["e2e_count"] += smp.value
+                elif smp.name.endswith("_bucket") and float(smp.labels["le"]) == 0.015:
+                    out["e2e_le_15ms"] += smp.value
+    return out
+
+
 async def _load(url: str, users: list[int], rate: float, duration_s: float, k: int, seed: int = 0,
-                max_requests: int | None = None) -> dict[str, Any]:
+                max_requests: int | None = None, loadgen_gc: bool = False) -> dict[str, Any]:
+    """The load of one phase, with the garbage collections this process made during it.
+
+    The generator's own garbage collector is off while requests are out (``loadgen_gc=False``): latency is
+    counted from each request's due time, so a collection in this process (aiohttp leaves reference cycles per
+    request, and this process also holds the Ray driver) delays sends and reads and would be counted as the
+    server's. Its collections and pauses are reported either way (``loadgen_gc``)."""
+    with GcWatch() as watch:
+        if not loadgen_gc:
+            gc.disable()
+        try:
+            res = await _requests(url, users, rate, duration_s, k, seed, max_requests)
+        finally:
+            gc.enable()
+    res["loadgen_gc"] = watch.summary()
+    gc.collect()  # what the phase left, outside any timed window
+    return res
+
+
+async def _requests(url: str, users: list[int], rate: float, duration_s: float, k: int, seed: int,
+                    max_requests: int | None) -> dict[str, Any]:
     """aiohttp (several times cheaper per request than httpx: the generator shares the 2 cores with the
     server); a task is created when its request is due, not all up front."""
     import aiohttp
@@ -86,8 +156,9 @@ async def _load(url: str, users: list[int], rate: float, duration_s: float, k: i
             "mean_ms": float(a.mean()), "throughput_rps": ok / wall, "wall_s": wall, "versions": versions}
 
 
-def load(url: str, users: list[int], rate: float, duration_s: float, k: int = 20, seed: int = 0) -> dict[str, Any]:
-    return asyncio.run(_load(url, users, rate, duration_s, k, seed))
+def load(url: str, users: list[int], rate: float, duration_s: float, k: int = 20, seed: int = 0,
+         loadgen_gc: bool = False) -> dict[str, Any]:
+    return asyncio.run(_load(url, users, rate, duration_s, k, seed, loadgen_gc=loadgen_gc))
 
 
 def _cpu_by_process() -> dict[str, float]:
@@ -130,7 +201,8 @@ def run_bench(dataset: str | None, num_items: int, rates: list[float], duration_
               baseline_duration_s: float, swap_rate: float, swap_duration_s: float, steps: int | None,
               root: Path, model_path: Path | None = None, baseline_path: Path | None = None,
               k: int = 20, index: str = "milvus", topology: str = "split", compile_encoder: bool = False,
-              wait_ms: float = 2.0, haproxy: bool = False, in_thread: bool = True) -> dict[str, Any]:
+              wait_ms: float = 2.0, haproxy: bool = False, in_thread: bool = True,
+              loadgen_gc: bool = False) -> dict[str, Any]:
     import ray
     from ray import serve
 
@@ -165,7 +237,18 @@ def run_bench(dataset: str | None, num_items: int, rates: list[float], duration_
                            "users": len(users), "encoder_steps": steps or world.model_cfg.diffusion_steps,
                            "arch": world.model_cfg.arch, "k": k, "index": index, "topology": topology,
                            "encoder_compile": compile_encoder, "wait_ms": wait_ms, "in_thread": in_thread,
-                           "phases": []}
+                           "loadgen_gc": loadgen_gc, "phases": []}
+
+    def phase(rate: float, dur: float, seed: int = 0) -> dict[str, Any]:
+        """One phase's load, with the server's collections and pauses during it (its /metrics, before/after)."""
+        c0 = server_counts(url)
+        res = load(url, users, rate, dur, k, seed, loadgen_gc=loadgen_gc)
+        c1 = server_counts(url)
+        d = {key: c1[key] - c0[key] for key in c0}
+        res["server_gc"] = {"count": int(d["gc_count"]), "total_ms": round(1000 * d["gc_seconds"], 1)}
+        res["server_over_15ms"] = int(d["e2e_count"] - d["e2e_le_15ms"])
+        return res
+
     try:
         load(url, users, 20, 5, k)  # warm-up: first batches, JIT-free but cold caches
         plan = [("t2diff", r, duration_s) for r in rates]
@@ -178,7 +261,7 @@ def run_bench(dataset: str | None, num_items: int, rates: list[float], duration_
                 time.sleep(1.5)  # > arms_reload_s
                 current = src
             cpu0, la0 = _cpu_by_process(), os.getloadavg()[0]
-            res = load(url, users, rate, dur, k)
+            res = phase(rate, dur)
             cpu1 = _cpu_by_process()
             # CPU ms per request by process role: where the time goes on these 2 shared cores
             res["cpu_ms_per_req"] = {r: round(1000 * (cpu1.get(r, 0) - cpu0.get(r, 0)) / max(1, res["requests"]), 2)
@@ -212,7 +295,7 @@ def run_bench(dataset: str | None, num_items: int, rates: list[float], duration_
 
         th = threading.Thread(target=publish)
         th.start()
-        res = load(url, users, swap_rate, swap_duration_s, k, seed=1)
+        res = phase(swap_rate, swap_duration_s, seed=1)
         th.join()
         res.update(source="t2diff", phase="swap", **swap)
         log.info("swap: %d requests, %d errors, %d fallbacks, versions %s", res["requests"], res["errors"],
@@ -245,10 +328,20 @@ def markdown(res: dict[str, Any], command: str) -> str:
         lines.append(f"| {p['source']} | {p['rate']:.0f} | {p['requests']} | {p['p50_ms']:.1f} | {p['p99_ms']:.1f} | "
                      f"{p['mean_ms']:.1f} | {p['throughput_rps']:.0f} | {p['errors']} | {p['fallbacks']} | "
                      f"{la[0]} -> {la[1]} | {cpu} |")
-    lines += ["", "p99 per 10 s window (ms) and requests over 15 ms, by phase:"]
-    for p in res["phases"]:
+    lines += ["", "p99 per 10 s window (ms) and requests over 15 ms, by phase (and how many the ingress itself timed "
+              "over 15 ms, from its handler's start); garbage collections during the phase in the ingress process "
+              "and in the load generator (its collector "
+              f"{'on' if res.get('loadgen_gc') else 'off while requests are out'}): count / total ms paused:"]
+    for p in res["phases"] + ([res["swap"]] if res.get("swap") else []):
         if "p99_ms_by_10s" in p:
-            lines.append(f"{p['source']} {p['rate']:.0f} rps: {p['p99_ms_by_10s']}, {p['over_15ms']} over 15 ms  ")
+            gcs = ""
+            if "server_gc" in p:
+                sg, lg = p["server_gc"], p["loadgen_gc"]
+                gcs = (f"; GC server {sg['count']} / {sg['total_ms']} ms, "
+                       f"load generator {lg['count']} / {lg['total_ms']} ms")
+            server = f" ({p['server_over_15ms']} by the ingress)" if "server_over_15ms" in p else ""
+            lines.append(f"{p.get('phase', p['source'])} {p['rate']:.0f} rps: {p['p99_ms_by_10s']}, "
+                         f"{p['over_15ms']} over 15 ms{server}{gcs}  ")
     sw = res.get("swap")
     if sw:
         lines += ["", f"Version swap under load ({sw['rate']:.0f} rps, {sw['requests']} requests, new version "

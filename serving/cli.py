@@ -100,7 +100,8 @@ def _cmd_bench_serve(args: argparse.Namespace) -> int:
                           model_path=Path(args.model) if args.model else None,
                           baseline_path=Path(args.baseline) if args.baseline else None, k=args.k,
                           index=args.index, topology=args.topology, compile_encoder=args.compile,
-                          wait_ms=args.wait_ms, haproxy=args.haproxy, in_thread=not args.inline)
+                          wait_ms=args.wait_ms, haproxy=args.haproxy, in_thread=not args.inline,
+                          loadgen_gc=args.loadgen_gc)
     cmd = "t2diff " + " ".join(sys.argv[1:]) if sys.argv and "bench" in sys.argv else "t2diff bench serve"
     md = bench.markdown(res, cmd)
     print(md)
@@ -160,6 +161,8 @@ def register(groups) -> None:
     b.add_argument("--wait-ms", type=float, default=2.0, help="@serve.batch window of the encoder / recaller")
     b.add_argument("--inline", action="store_true",
                    help="run the Recaller's batches on the event loop instead of a worker thread (batch.in_thread)")
+    b.add_argument("--loadgen-gc", action="store_true",
+                   help="keep the load generator's garbage collector on during phases (its pauses count as latency)")
     b.add_argument("--haproxy", action="store_true",
                    help="Ray Serve's HAProxy ingress (RAY_SERVE_ENABLE_HA_PROXY=1) instead of the Python proxy")
     b.add_argument("--root", default=None)
