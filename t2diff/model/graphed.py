@@ -45,7 +45,7 @@ class GraphedEncoder:
         if compile_user:  # an instance attribute shadows the method: state_dict keys stay as they are
             model._user = torch.compile(model._user, dynamic=False)
         # compile_encode: item lookups, masks, padding, the noise draw and the user tower in one torch.compile,
-        # so ~40 small kernels (a few µs each even inside a CUDA graph: ~0.5 ms of a 4 ms encode at batch 4096
+        # so ~40 small kernels (a few µs each even inside a CUDA graph: ~0.4 ms of a 4 ms encode at batch 4096
         # on an H100 beside the 3.6 ms Triton reverse kernel) become a few fused ones. The Triton launch is a
         # graph break (TritonReverse.__call__ is compiler-disabled). fallback_random: the noise is aten's randn,
         # the same draw as eager encode_users makes for the same seed (Inductor's own RNG would differ).
