@@ -47,7 +47,7 @@ class ServingMetrics:
 
     def watch_gc(self) -> None:
         """Time every garbage collection of this process into ``gc_pause`` (a collection stalls every request in
-        flight: reference cycles made per request once cost the ingress 12-40 ms every few seconds at 200 rps,
+        flight: reference cycles made per request once cost the ingress 12-75 ms every few seconds at 200 rps,
         most of its p99; benchmarks/serve.md). ``unwatch_gc`` undoes it."""
         if self._gc_callback not in gc.callbacks:
             gc.callbacks.append(self._gc_callback)

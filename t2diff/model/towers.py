@@ -56,7 +56,7 @@ class ItemEmbedding(nn.Module):
         """``forward(idx)`` computed once per catalogue row and gathered, when ``idx`` has more entries than the
         catalogue has rows (inference batches: 4096 histories x 50 positions against ML-1M's 3,707 rows). The
         per-row arithmetic is the same, so the values are too; it runs ~10 small kernels over N+1 rows instead
-        of B·L (H100, batch 4096: 0.21 ms of a 4.0 ms encode). The table is rebuilt on every call from the
+        of B·L (H100, batch 4096, in a CUDA graph: 0.20 -> 0.17 ms, both launch-bound; more saved in eager mode). The table is rebuilt on every call from the
         current weights, so a model that keeps training never reads a stale copy, and it is graph-capturable
         (the branch depends on shapes only)."""
         n = self.num_items + 1
