@@ -202,7 +202,7 @@ def run_bench(dataset: str | None, num_items: int, rates: list[float], duration_
               root: Path, model_path: Path | None = None, baseline_path: Path | None = None,
               k: int = 20, index: str = "milvus", topology: str = "split", compile_encoder: bool = False,
               wait_ms: float = 2.0, haproxy: bool = False, in_thread: bool = True,
-              loadgen_gc: bool = False) -> dict[str, Any]:
+              loadgen_gc: bool = False, index_uri: str | None = None) -> dict[str, Any]:
     import ray
     from ray import serve
 
@@ -222,7 +222,7 @@ def run_bench(dataset: str | None, num_items: int, rates: list[float], duration_
     _set_arms(arms_file, {"t2diff": 1.0, "baseline": 0.0, "popularity": 0.0})
     world = build_world(root, num_items=num_items, num_users=5000, dataset=dataset, model_path=model_path,
                         baseline_path=baseline_path,
-                        treatment_index=index,
+                        treatment_index=index, index_uri=index_uri,
                         serving={"arms_file": str(arms_file), "arms_reload_s": 0.5, "encoder_steps": steps,
                                  "batch": {"max_batch_size": 32, "wait_ms": wait_ms, "in_thread": in_thread},
                                  "topology": topology,
@@ -235,7 +235,8 @@ def run_bench(dataset: str | None, num_items: int, rates: list[float], duration_
     users = world.users
     out: dict[str, Any] = {"dataset": dataset or f"synthetic-{num_items}", "items": int(world.catalog.num_items),
                            "users": len(users), "encoder_steps": steps or world.model_cfg.diffusion_steps,
-                           "arch": world.model_cfg.arch, "k": k, "index": index, "topology": topology,
+                           "arch": world.model_cfg.arch, "k": k,
+                           "index": index if index_uri is None else f"{index} ({index_uri})", "topology": topology,
                            "encoder_compile": compile_encoder, "wait_ms": wait_ms, "in_thread": in_thread,
                            "loadgen_gc": loadgen_gc, "phases": []}
 

@@ -101,7 +101,7 @@ def _cmd_bench_serve(args: argparse.Namespace) -> int:
                           baseline_path=Path(args.baseline) if args.baseline else None, k=args.k,
                           index=args.index, topology=args.topology, compile_encoder=args.compile,
                           wait_ms=args.wait_ms, haproxy=args.haproxy, in_thread=not args.inline,
-                          loadgen_gc=args.loadgen_gc)
+                          loadgen_gc=args.loadgen_gc, index_uri=args.index_uri)
     cmd = "t2diff " + " ".join(sys.argv[1:]) if sys.argv and "bench" in sys.argv else "t2diff bench serve"
     md = bench.markdown(res, cmd)
     print(md)
@@ -152,6 +152,8 @@ def register(groups) -> None:
     b.add_argument("--model", default=None, help="trained checkpoint (ml-1m) for the treatment arm")
     b.add_argument("--baseline", default=None, help="trained checkpoint for the control arm")
     b.add_argument("--k", type=int, default=20)
+    b.add_argument("--index-uri", default=None,
+                   help="a Milvus server (http://host:port) instead of the embedded Milvus Lite file")
     b.add_argument("--index", default="milvus", choices=["milvus", "exact"],
                    help="treatment's retriever: Milvus Lite, or exact search over the same version's vectors")
     b.add_argument("--topology", default="split", choices=["split", "fused", "local"],

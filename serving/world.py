@@ -58,9 +58,10 @@ class World:
         return v
 
     def stop_index(self) -> None:
-        from t2diff.index import stop_lite_server
+        from t2diff.index import is_remote, stop_lite_server
 
-        stop_lite_server(self.index_uri)
+        if not is_remote(self.index_uri):  # a Milvus server is not ours to stop
+            stop_lite_server(self.index_uri)
 
 
 def synthetic_catalog(num_items: int, num_tags: int = 20, max_tags: int = 3, seed: int = 0) -> Any:
@@ -76,11 +77,13 @@ def synthetic_catalog(num_items: int, num_tags: int = 20, max_tags: int = 3, see
 def build_world(root: Path, num_items: int = 200, num_users: int = 300, dataset: str | None = None,
                 arch: str = "t2diff", baseline_arch: str = "sasrec", seed: int = 0,
                 serving: dict[str, Any] | None = None, model_path: Path | None = None,
-                baseline_path: Path | None = None, treatment_index: str = "milvus") -> World:
+                baseline_path: Path | None = None, treatment_index: str = "milvus",
+                index_uri: str | None = None) -> World:
     """Write everything under ``root``. ``dataset`` ("ml-1m"): the real catalogue and each user's last 50
     items as session features; otherwise a synthetic catalogue of ``num_items`` with random histories.
     ``model_path`` / ``baseline_path``: trained checkpoints to serve (their catalogue must be the data
-    set's); without them untrained models of the default config stand in."""
+    set's); without them untrained models of the default config stand in. ``index_uri``: a Milvus server
+    (``http://host:port``) instead of the embedded Milvus Lite file under ``root``."""
     import torch
 
     from t2diff.model import ModelConfig, build_model, save_checkpoint
@@ -131,7 +134,7 @@ def build_world(root: Path, num_items: int = 200, num_users: int = 300, dataset:
     cfg = trained.cfg if trained is not None else ModelConfig(
         arch=arch, num_items=catalog.num_items, num_tags=catalog.num_tags, max_tags=catalog.max_tags)
     registry_root = root / "registry"
-    index_uri = str(root / "milvus" / "items.db")
+    index_uri = index_uri or str(root / "milvus" / "items.db")
     base_cfg = ModelConfig(arch=baseline_arch, num_items=catalog.num_items, num_tags=catalog.num_tags,
                            max_tags=catalog.max_tags)
     if baseline_path is not None:

@@ -47,3 +47,16 @@ def test_server_counts_reads_gc_pauses_and_the_end_to_end_tail_from_metrics(monk
     c = bench.server_counts("http://x")
     assert c["e2e_count"] == 5 and c["e2e_count"] - c["e2e_le_15ms"] == 2
     assert c["gc_count"] == 2 and abs(c["gc_seconds"] - 0.032) < 1e-9
+
+
+def test_a_world_on_a_milvus_server_leaves_the_server_running(monkeypatch, tmp_path):
+    """``bench serve --index-uri http://...`` serves from a Milvus server: stop_index must not treat the URL as
+    an embedded Milvus Lite file to stop (it is not ours), while a Lite path still is stopped."""
+    import t2diff.index
+    from serving.world import World
+
+    stopped = []
+    monkeypatch.setattr(t2diff.index, "stop_lite_server", lambda uri: stopped.append(uri))
+    for uri in ("http://127.0.0.1:19531", str(tmp_path / "milvus" / "items.db")):
+        World(tmp_path, tmp_path / "config.yaml", tmp_path / "registry", uri, None, [], None).stop_index()
+    assert stopped == [str(tmp_path / "milvus" / "items.db")]
