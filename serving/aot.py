@@ -84,8 +84,7 @@ class FlatRunner:
         in_spec, out_spec = (pytree.treespec_loads(s) for s in compiled.loader.get_call_spec())
         if in_spec.num_leaves != 3 or out_spec.num_leaves != 1:
             raise RuntimeError(f"unexpected AOT call spec: {in_spec.num_leaves} inputs, {out_spec.num_leaves} outputs")
-        self.compiled = compiled
-        self._run = compiled.loader.boxed_run
+        self._run = compiled.loader.boxed_run  # holds the loader (and with it the package's constants)
 
     def __call__(self, z_t: Any, x: Any, t: Any) -> Any:
         return self._run([z_t, x, t])[0]

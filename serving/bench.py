@@ -24,6 +24,8 @@ from typing import Any
 
 import numpy as np
 
+from serving.metrics import GcTimer
+
 log = logging.getLogger(__name__)
 
 
@@ -32,20 +34,14 @@ class GcWatch:
 
     def __init__(self) -> None:
         self.pauses: list[float] = []
-        self._t = 0.0
+        self._timer = GcTimer(lambda generation, s: self.pauses.append(s * 1e3))
 
     def __enter__(self) -> "GcWatch":
-        gc.callbacks.append(self._cb)
+        self._timer.start()
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        gc.callbacks.remove(self._cb)
-
-    def _cb(self, phase: str, info: dict) -> None:
-        if phase == "start":
-            self._t = time.perf_counter()
-        else:
-            self.pauses.append((time.perf_counter() - self._t) * 1e3)
+        self._timer.stop()
 
     def summary(self) -> dict[str, float]:
         return {"count": len(self.pauses), "total_ms": round(sum(self.pauses), 1),

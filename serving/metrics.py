@@ -16,6 +16,29 @@ LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.02
 PLAY_BUCKETS = (1, 2, 3, 5, 7, 10, 15, 20, 30, 45, 60, 120, 300, 600)
 
 
+class GcTimer:
+    """Calls ``on_pause(generation, seconds)`` after every garbage collection of this process, between
+    ``start()`` and ``stop()`` (both idempotent)."""
+
+    def __init__(self, on_pause) -> None:
+        self.on_pause = on_pause
+        self._t = 0.0
+
+    def start(self) -> None:
+        if self._cb not in gc.callbacks:
+            gc.callbacks.append(self._cb)
+
+    def stop(self) -> None:
+        if self._cb in gc.callbacks:
+            gc.callbacks.remove(self._cb)
+
+    def _cb(self, phase: str, info: dict) -> None:
+        if phase == "start":
+            self._t = time.perf_counter()
+        else:
+            self.on_pause(info["generation"], time.perf_counter() - self._t)
+
+
 class ServingMetrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         r = self.registry = registry or CollectorRegistry()
@@ -43,24 +66,16 @@ class ServingMetrics:
         self.gc_pause = Histogram(p + "gc_pause_seconds", "garbage-collector pauses of the replica serving /metrics",
                                   ["generation"], buckets=LATENCY_BUCKETS, registry=r)
         self._versions: dict[str, str] = {}
-        self._gc_start = 0.0
+        self._gc = GcTimer(lambda generation, s: self.gc_pause.labels(str(generation)).observe(s))
 
     def watch_gc(self) -> None:
         """Time every garbage collection of this process into ``gc_pause`` (a collection stalls every request in
         flight: reference cycles made per request once cost the ingress 12-75 ms every few seconds at 200 rps,
         most of its p99; benchmarks/serve.md). ``unwatch_gc`` undoes it."""
-        if self._gc_callback not in gc.callbacks:
-            gc.callbacks.append(self._gc_callback)
+        self._gc.start()
 
     def unwatch_gc(self) -> None:
-        if self._gc_callback in gc.callbacks:
-            gc.callbacks.remove(self._gc_callback)
-
-    def _gc_callback(self, phase: str, info: dict) -> None:
-        if phase == "start":
-            self._gc_start = time.perf_counter()
-        else:
-            self.gc_pause.labels(str(info["generation"])).observe(time.perf_counter() - self._gc_start)
+        self._gc.stop()
 
     def set_version(self, source: str, version: str | None) -> None:
         """Keep exactly one ``model_version_info`` series per source at 1."""
