@@ -45,7 +45,8 @@ class RunSpec:
 def grid(suites: list[str], seeds: list[int], large_edim: int = 64, l_epochs: int = 20,
          l_per_user: int | None = 30) -> list[RunSpec]:
     """The runs behind each table. Suite names: table2, table2_large, table3, table4, kuairand, protocol_l,
-    users1-2999, smoke (tiny, for tests)."""
+    users1-2999, train_next (x̂ at training: official vs from noise), sasrec_order (the official in-house
+    SASRec's order-free design), smoke (tiny, for tests)."""
     out: list[RunSpec] = []
     for suite in suites:  # suites in the order given (priority), seeds inside: a deadline cuts the tail
         for s in seeds:
@@ -68,6 +69,20 @@ def grid(suites: list[str], seeds: list[int], large_edim: int = 64, l_epochs: in
                 out += [RunSpec("protocol_l", a, "ml-1m", a, "L", seed=s,
                                 train={"max_epochs": l_epochs, "patience": 4, "l_train_per_user": l_per_user})
                         for a in ("t2diff", "sasrec", "gru4rec")]
+            elif suite == "train_next":  # where the tower's x̂_{n+1} comes from at training (ModelConfig.train_next)
+                for group, ds, model in (("train_next", "ml-1m", {}),
+                                         (f"train_next_e{large_edim}", "ml-1m", {"edim": large_edim}),
+                                         ("train_next_u", "ml-1m-users1-2999", {})):
+                    out += [RunSpec(group, f"t2diff next={mode}", ds, "t2diff", seed=s, model={**model, "train_next": mode})
+                            for mode in ("sample", "prior")]
+                    out += [RunSpec(group, a, ds, a, seed=s, model=dict(model))
+                            for a in ("t2diff", "mixed_attention", "sasrec")]
+            elif suite == "sasrec_order":  # the paper's in-house SASRec design (order-free) beside ours
+                for group, ds in (("sasrec_order", "ml-1m"), ("sasrec_order_u", "ml-1m-users1-2999")):
+                    out += [RunSpec(group, "t2diff", ds, "t2diff", seed=s),
+                            RunSpec(group, "sasrec", ds, "sasrec", seed=s),
+                            RunSpec(group, "sasrec order-free", ds, "sasrec", seed=s,
+                                    model={"extra": {"sasrec_order": False}})]
             elif suite == "smoke":
                 out += [RunSpec("smoke", a, "ml-1m", a, seed=s, train={"max_epochs": 2, "patience": 1})
                         for a in ("sasrec", "gru4rec")]

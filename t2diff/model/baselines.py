@@ -74,7 +74,14 @@ class _Block(nn.Module):
 
 
 class SASRec(_TwoTowerBase):
-    """Causal self-attention over the item sequence; the last position's state -> user vector."""
+    """Causal self-attention over the item sequence; the last position's state -> user vector.
+
+    ``cfg.extra["sasrec_order"] = False`` builds the design of the official repo's in-house SASRec baseline
+    (``model/ml_1m/SASREC_ml_1m.py`` in goodstudy255/STAND-code's history, the paper's Table 2 row): no position
+    embedding, no causal mask (a position attends to every other item but not to itself) and the mean over the
+    items as the user vector, so the history is a bag whose order cannot matter. Its reversed padding mask and
+    missing item tower are not reproduced: this isolates what order is worth.
+    """
 
     def __init__(self, cfg: ModelConfig, item_tags: torch.Tensor) -> None:
         super().__init__(cfg, item_tags)
@@ -85,18 +92,28 @@ class SASRec(_TwoTowerBase):
         self.ln = nn.LayerNorm(d)
         self.proj = nn.Linear(d, cfg.user_dim)
         self.drop = nn.Dropout(cfg.dropout)
+        self.order = bool(cfg.extra.get("sasrec_order", True))
 
     def _user(self, hist: torch.Tensor) -> torch.Tensor:
         B, L = hist.shape
         valid = hist > 0  # (B, L)
-        x = self.items(hist) + self.pos.weight[-L:]  # (B, L, d); positions aligned to the most recent item
+        x = self.items(hist)  # (B, L, d)
+        if self.order:
+            x = x + self.pos.weight[-L:]  # positions aligned to the most recent item
         x = self.drop(x) * valid.unsqueeze(-1)
-        causal = torch.ones(L, L, dtype=torch.bool, device=hist.device).tril()
-        # Keys must be real items; the diagonal is always allowed so padded query rows never softmax over nothing.
-        allowed = (causal & valid.unsqueeze(1)) | torch.eye(L, dtype=torch.bool, device=hist.device)
+        eye = torch.eye(L, dtype=torch.bool, device=hist.device)
+        if self.order:
+            causal = torch.ones(L, L, dtype=torch.bool, device=hist.device).tril()
+            # Keys must be real items; the diagonal is always allowed so padded query rows never softmax over nothing.
+            allowed = (causal & valid.unsqueeze(1)) | eye
+        else:  # every other real item; the diagonal only where a row would otherwise have no key
+            allowed = valid.unsqueeze(1) & ~eye  # (B, L, L)
+            allowed = allowed | (eye & ~allowed.any(-1, keepdim=True))
         allowed = allowed.unsqueeze(1)  # (B, 1, L, L)
         for blk in self.blocks:
             x = blk(x, allowed) * valid.unsqueeze(-1)
+        if not self.order:  # mean over the real items: order-free
+            return self.proj(self.ln(x.sum(1) / valid.sum(1, keepdim=True).clamp_min(1)))
         return self.proj(self.ln(x[:, -1]))  # (B, user_dim): left padding puts the newest item last
 
 

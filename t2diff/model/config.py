@@ -38,6 +38,13 @@ class ModelConfig:
     unet_channels: tuple[int, ...] = (4, 8, 16, 32)
     step_weight: float = 1e-2  # official scale of the timestep embedding
     drift_preparation: bool = True  # False = "T2Diff w/o DP" ablation
+    # Where the tower's x̂_{n+1} comes from at training time. "target" (official code): reconstructed from the
+    # noised true drift at the sampled t, so for small t it is nearly the target itself, while at inference
+    # it comes from pure noise (a train/serve mismatch). "prior": one U-Net call from pure noise at t = T-1
+    # (the first reverse step; no target information). "sample": the reverse process as at inference, with
+    # ``train_next_steps`` strided steps (no gradient either way: x̂ leaves detached).
+    train_next: str = "target"
+    train_next_steps: int = 10
     extra: dict[str, Any] = field(default_factory=dict)  # arch-specific knobs
 
     @property
@@ -59,5 +66,7 @@ class ModelConfig:
     def __post_init__(self) -> None:
         if self.arch not in ARCHS:
             raise ValueError(f"unknown arch {self.arch!r}; expected one of {ARCHS}")
+        if self.train_next not in ("target", "prior", "sample"):
+            raise ValueError(f"train_next must be target | prior | sample, got {self.train_next!r}")
         if self.session_len >= self.seq_len:
             raise ValueError("session_len must be shorter than seq_len (older history feeds target attention)")

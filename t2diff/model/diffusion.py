@@ -17,8 +17,11 @@ length divisible by 2^(levels-1): the sequence is left-padded with more zero "pa
 ``drift_preparation=False`` is the "w/o DP" ablation: z0 is the shifted sequence X[2:n+1] itself (the item
 embeddings are diffused directly) and x̂_{n+1} = ẑ0[-1].
 
-As in the official code, at training time x̂_{n+1} is reconstructed from a noised copy of the true drift
-(which includes the target); the reverse process runs only at inference.
+As in the official code, by default (``train_next="target"``) x̂_{n+1} at training time is reconstructed from a
+noised copy of the true drift (which includes the target), and the reverse process runs only at inference. For
+t small that x̂ is nearly the target, so the tower learns to trust a vector that at inference is a guess from
+noise; ``train_next="prior"`` (one U-Net call from pure noise, the first reverse step) and ``"sample"`` (the
+reverse process itself) give the tower at training what it gets at inference. L_KL is the same in all three.
 """
 from __future__ import annotations
 
@@ -52,6 +55,8 @@ class DriftDiffusion(nn.Module):
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
         self.drift = cfg.drift_preparation and cfg.arch != "t2diff_no_dp"
+        self.train_next = cfg.train_next
+        self.train_next_steps = cfg.train_next_steps
         self.schedule = NoiseSchedule(cfg.diffusion_steps, cfg.schedule, cfg.beta_a, cfg.beta_b, cfg.posterior)
         if cfg.infer_steps:
             self.schedule.set_timesteps(cfg.infer_steps)
@@ -90,6 +95,7 @@ class DriftDiffusion(nn.Module):
                       generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Alg. 1. x (B, L, D), x_next (B, D), mask (B, L) bool -> (L_KL scalar, x̂_{n+1} (B, D) detached)."""
         x, x_next = x.detach(), x_next.detach()  # stop-gradient into the embeddings
+        x_in, mask_in = x, mask  # unpadded, for the "sample" path
         B = x.shape[0]
         m = drift_mask(mask).unsqueeze(-1).to(x.dtype)  # (B, L, 1)
         z0 = prepare_drift(x, x_next, self.drift) * m
@@ -104,8 +110,15 @@ class DriftDiffusion(nn.Module):
         err = ((z0 - z0_hat).pow(2).sum(-1) + 1e-12).sqrt()  # (B, L)
         m2 = m.squeeze(-1)
         kl = (err * m2).sum() / m2.sum().clamp_min(1.0)
-        x_hat = utilise_drift(x[:, -1], z0_hat, self.drift).detach()
-        return kl, x_hat
+        if self.train_next == "target":
+            x_hat = utilise_drift(x[:, -1], z0_hat, self.drift)
+        elif self.train_next == "prior":  # first reverse step: ẑ0 from z_T = masked N(0, I), no target in it
+            with torch.no_grad():
+                t_last = torch.full_like(t, self.schedule.num_train_timesteps - 1)
+                x_hat = utilise_drift(x[:, -1], self.unet(noise * m, x, t_last), self.drift)
+        else:  # "sample": what inference does, with fewer strided steps
+            x_hat = self.sample(x_in, mask_in, self.train_next_steps, generator)
+        return kl, x_hat.detach()
 
     @torch.no_grad()
     def sample(self, x: torch.Tensor, mask: torch.Tensor, num_steps: int | None = None,

@@ -39,3 +39,21 @@ def test_wrong_tag_rows_rejected():
         build_baseline(cfg, TAGS)
     with pytest.raises(ValueError):
         build_baseline(ModelConfig(arch="t2diff", num_items=6, num_tags=3, max_tags=2), TAGS)
+
+
+def test_order_free_sasrec_ignores_order_and_padding_but_not_content():
+    """extra sasrec_order=False (the official in-house baseline's design): a bag of items."""
+    torch.manual_seed(0)
+    cfg = ModelConfig(arch="sasrec", num_items=6, num_tags=3, max_tags=2, seq_len=8, session_len=2,
+                      extra={"sasrec_order": False})
+    m = build_baseline(cfg, TAGS).eval()
+    hist = torch.tensor([[0, 0, 0, 1, 2, 3, 4, 5]])
+    e = m.encode_users(hist)
+    assert torch.allclose(e, m.encode_users(torch.tensor([[0, 0, 0, 5, 3, 1, 4, 2]])), atol=1e-6)  # order
+    assert torch.allclose(e, m.encode_users(hist[:, -5:]), atol=1e-6)  # padding
+    assert not torch.allclose(e, m.encode_users(torch.tensor([[0, 0, 0, 1, 2, 3, 4, 6]])))  # content
+    assert torch.isfinite(m.encode_users(torch.tensor([[0, 0, 0, 0, 0, 0, 0, 4]]))).all()  # one item: no NaN
+    # the default SASRec does see the order
+    ordered = build_baseline(ModelConfig(arch="sasrec", num_items=6, num_tags=3, max_tags=2, seq_len=8,
+                                         session_len=2), TAGS).eval()
+    assert not torch.allclose(ordered.encode_users(hist), ordered.encode_users(torch.tensor([[0, 0, 0, 5, 3, 1, 4, 2]])))

@@ -136,3 +136,30 @@ def test_encode_path_has_no_host_sync():
     assert "aten.index_select" in rec.ops  # the recorder sees the U-Net's ops
     syncing = {"aten._local_scalar_dense", "aten.nonzero", "aten.item", "aten.masked_select"}
     assert not rec.ops & syncing, rec.ops & syncing
+
+
+def test_train_next_prior_and_sample_carry_no_target_information():
+    """train_next="target" (official) leaks the target into the tower's x̂ at small t; "prior" and "sample"
+    give x̂ from noise only, so another target leaves x̂ unchanged (same draws) while L_KL still sees it."""
+    b = make_batch()
+    for mode, leaks in (("target", True), ("prior", False), ("sample", False)):
+        m = make_model("t2diff", train_next=mode, train_next_steps=3)
+        mask = b["hist"] > 0
+        x = m.items(b["hist"])
+        outs = []
+        for tgt in (b["target"], b["target"] % 7 + 1):
+            kl, x_hat = m.diffusion.training_loss(x, m.items(tgt), mask, torch.Generator().manual_seed(3))
+            assert kl.requires_grad and not x_hat.requires_grad and x_hat.shape == (6, m.cfg.edim)
+            outs.append((kl.detach(), x_hat))
+        assert not torch.allclose(outs[0][0], outs[1][0])  # the diffusion loss always depends on the target
+        assert torch.allclose(outs[0][1], outs[1][1]) != leaks, mode
+        loss, metrics = m(b)  # the whole training step runs in each mode
+        loss.backward()
+        assert torch.isfinite(loss) and m.items.id_weight.grad is not None
+
+
+def test_train_next_rejects_unknown_mode():
+    import pytest
+
+    with pytest.raises(ValueError, match="train_next"):
+        make_model("t2diff", train_next="oracle")
