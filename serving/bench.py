@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from serving.cputrace import CpuTrace, cpu_by_second, per_second, role_of, worst_seconds
 from serving.metrics import GcTimer
 
 log = logging.getLogger(__name__)
@@ -112,6 +113,7 @@ async def _requests(url: str, users: list[int], rate: float, duration_s: float, 
     timeout = aiohttp.ClientTimeout(total=10.0)
     async with aiohttp.ClientSession(base_url=url, connector=conn, timeout=timeout) as session:
         t0 = time.perf_counter()
+        t0_wall = time.time()  # the CPU trace's clock
 
         async def one(i: int, due: float) -> None:
             nonlocal fallbacks
@@ -146,7 +148,8 @@ async def _requests(url: str, users: list[int], rate: float, duration_s: float, 
     # p99 per 10 s of the phase: tells a tail spread over the phase (queueing) from a few stalls
     window = np.asarray(sent) // 10.0
     p99_10s = [round(float(np.percentile(a[window == w], 99)), 1) for w in np.unique(window)]
-    return {"rate": rate, "requests": n, "ok": ok, "errors": n - ok, "error_kinds": errors,
+    by_s = per_second(np.asarray(sent), a, n / rate)
+    return {"t0_wall": t0_wall, "by_s": by_s, "rate": rate, "requests": n, "ok": ok, "errors": n - ok, "error_kinds": errors,
             "fallbacks": fallbacks, "fallback_reasons": reasons, "p50_ms": float(np.percentile(a, 50)),
             "p99_ms": float(np.percentile(a, 99)), "p99_ms_by_10s": p99_10s, "over_15ms": int((a > 15.0).sum()),
             "mean_ms": float(a.mean()), "throughput_rps": ok / wall, "wall_s": wall, "versions": versions}
@@ -170,12 +173,8 @@ def _cpu_by_process() -> dict[str, float]:
             t = p.cpu_times()
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             continue
-        role = "loadgen+driver" if p.pid == me.pid else "other"
-        for key in ("ProxyActor", "Ingress", "UserEncoder", "Retriever", "Recaller", "ServeController", "milvus_lite",
-                    "raylet", "gcs_server"):
-            if key in cmd or key in title:
-                role = key
-                break
+        role = role_of(title, cmd, p.pid, me.pid)
+        role = "other" if role.startswith("outside:") or role == "ray-other" else role
         out[role] = out.get(role, 0.0) + t.user + t.system
     return out
 
@@ -198,7 +197,7 @@ def run_bench(dataset: str | None, num_items: int, rates: list[float], duration_
               root: Path, model_path: Path | None = None, baseline_path: Path | None = None,
               k: int = 20, index: str = "milvus", topology: str = "split", compile_encoder: bool = False,
               wait_ms: float = 2.0, haproxy: bool = False, in_thread: bool = True,
-              loadgen_gc: bool = False, index_uri: str | None = None) -> dict[str, Any]:
+              loadgen_gc: bool = False, index_uri: str | None = None, cputrace: bool = True) -> dict[str, Any]:
     import ray
     from ray import serve
 
@@ -246,6 +245,10 @@ def run_bench(dataset: str | None, num_items: int, rates: list[float], duration_
         res["server_over_15ms"] = int(d["e2e_count"] - d["e2e_le_15ms"])
         return res
 
+    # Per-second CPU by process beside per-second latency (serving/cputrace.py): which burst made a slow second.
+    trace = CpuTrace(root / "cputrace.jsonl") if cputrace else None
+    if trace is not None:
+        trace.__enter__()
     try:
         load(url, users, 20, 5, k)  # warm-up: first batches, JIT-free but cold caches
         plan = [("t2diff", r, duration_s) for r in rates]
@@ -299,6 +302,12 @@ def run_bench(dataset: str | None, num_items: int, rates: list[float], duration_
                  res["fallbacks"], res["versions"])
         out["swap"] = res
     finally:
+        if trace is not None:
+            trace.__exit__(None, None, None)
+            samples = trace.read()
+            for p in out["phases"] + ([out["swap"]] if "swap" in out else []):
+                p["cpu_by_s"] = cpu_by_second(samples, p["t0_wall"], len(p["by_s"]))
+                p["worst_seconds"] = worst_seconds(p["by_s"], p["cpu_by_s"])
         serve.shutdown()
         ray.shutdown()
         world.stop_index()
@@ -339,6 +348,17 @@ def markdown(res: dict[str, Any], command: str) -> str:
             server = f" ({p['server_over_15ms']} by the ingress)" if "server_over_15ms" in p else ""
             lines.append(f"{p.get('phase', p['source'])} {p['rate']:.0f} rps: {p['p99_ms_by_10s']}, "
                          f"{p['over_15ms']} over 15 ms{server}{gcs}  ")
+    worst = [(p, w) for p in res["phases"] + ([res["swap"]] if res.get("swap") else [])
+             for w in p.get("worst_seconds", [])]
+    if worst:
+        lines += ["", "Seconds with the most requests over 15 ms, with the CPU ms each process role used in that "
+                  "second (serving/cputrace.py; the phase's median second in brackets; steal = time the VM's host "
+                  "took; roles under 20 ms left out):"]
+        for p, w in worst:
+            cpu = ", ".join(f"{k} {v:.0f} [{w['median_cpu_ms'].get(k, 0):.0f}]"
+                            for k, v in sorted(w["cpu_ms"].items(), key=lambda x: -x[1]) if v >= 20 or k == "steal")
+            lines.append(f"{p.get('phase', p['source'])} {p['rate']:.0f} rps, second {w['second']}: {w['slow']} of "
+                         f"{w['requests']} over 15 ms (p99 {w['p99_ms']} ms); {cpu}  ")
     sw = res.get("swap")
     if sw:
         lines += ["", f"Version swap under load ({sw['rate']:.0f} rps, {sw['requests']} requests, new version "

@@ -101,7 +101,7 @@ def _cmd_bench_serve(args: argparse.Namespace) -> int:
                           baseline_path=Path(args.baseline) if args.baseline else None, k=args.k,
                           index=args.index, topology=args.topology, compile_encoder=args.compile,
                           wait_ms=args.wait_ms, haproxy=args.haproxy, in_thread=not args.inline,
-                          loadgen_gc=args.loadgen_gc, index_uri=args.index_uri)
+                          loadgen_gc=args.loadgen_gc, index_uri=args.index_uri, cputrace=not args.no_cputrace)
     cmd = "t2diff " + " ".join(sys.argv[1:]) if sys.argv and "bench" in sys.argv else "t2diff bench serve"
     md = bench.markdown(res, cmd)
     print(md)
@@ -165,6 +165,8 @@ def register(groups) -> None:
                    help="run the Recaller's batches on the event loop instead of a worker thread (batch.in_thread)")
     b.add_argument("--loadgen-gc", action="store_true",
                    help="keep the load generator's garbage collector on during phases (its pauses count as latency)")
+    b.add_argument("--no-cputrace", action="store_true",
+                   help="skip the per-second CPU trace of every process (serving/cputrace.py)")
     b.add_argument("--haproxy", action="store_true",
                    help="Ray Serve's HAProxy ingress (RAY_SERVE_ENABLE_HA_PROXY=1) instead of the Python proxy")
     b.add_argument("--root", default=None)

@@ -8,7 +8,10 @@ def test_markdown_reports_phases_tail_windows_and_swap():
     phase = {"source": "t2diff", "rate": 200.0, "requests": 12000, "p50_ms": 3.9, "p99_ms": 9.2, "mean_ms": 4.1,
              "throughput_rps": 199.6, "errors": 0, "fallbacks": 0, "loadavg_1m": [0.5, 0.7],
              "cpu_ms_per_req": {"Ingress": 3.0, "raylet": 0.04}, "p99_ms_by_10s": [8.1, 31.0], "over_15ms": 17,
-             "server_gc": {"count": 2, "total_ms": 31.5}, "server_over_15ms": 3, "loadgen_gc": {"count": 0, "total_ms": 0.0, "max_ms": 0.0}}
+             "server_gc": {"count": 2, "total_ms": 31.5}, "server_over_15ms": 3, "loadgen_gc": {"count": 0, "total_ms": 0.0, "max_ms": 0.0},
+             "worst_seconds": [{"second": 41, "requests": 200, "slow": 9, "p99_ms": 38.2,
+                                "cpu_ms": {"Ingress": 810.0, "raylet": 90.0, "outside:kdamond.0": 5.0, "steal": 0.0},
+                                "median_cpu_ms": {"Ingress": 640.0, "raylet": 20.0, "steal": 0.0}}]}
     res = {"dataset": "ml-1m", "items": 3533, "users": 6034, "arch": "t2diff", "encoder_steps": 10, "k": 20,
            "index": "exact", "topology": "local", "encoder_compile": True, "wait_ms": 0.5, "device": "cpu",
            "wall_s": 430.0, "phases": [phase],
@@ -19,6 +22,8 @@ def test_markdown_reports_phases_tail_windows_and_swap():
     assert "| t2diff | 200 | 12000 | 3.9 | 9.2 | 4.1 | 200 | 0 | 0 | 0.5 -> 0.7 | Ingress 3.0, raylet 0.0 |" in md
     assert ("t2diff 200 rps: [8.1, 31.0], 17 over 15 ms (3 by the ingress); GC server 2 / 31.5 ms, load generator 0 / 0.0 ms" in md)
     assert "off while requests are out" in md
+    assert ("t2diff 200 rps, second 41: 9 of 200 over 15 ms (p99 38.2 ms); Ingress 810 [640], raylet 90 [20], "
+            "steal 0 [0]  ") in md  # the 5 ms role is left out
     assert "responses by version {'1': 3740, '2': 2260}" in md and "0 failed" in md
 
 
