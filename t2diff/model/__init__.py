@@ -23,6 +23,5 @@ def build_model(cfg: ModelConfig, item_tags: torch.Tensor) -> nn.Module:
     if cfg.arch in ("sasrec", "gru4rec"):
         from t2diff.model import baselines
 
-        cls = {"sasrec": baselines.SASRec, "gru4rec": baselines.GRU4Rec}[cfg.arch]
-        return cls(cfg, item_tags)
+        return baselines.build_baseline(cfg, item_tags)
     raise ValueError(f"unknown arch {cfg.arch!r}; expected one of {ARCHS}")

@@ -141,6 +141,40 @@ class GRU4Rec(_TwoTowerBase):
         return self.proj(self.drop(h[-1]))
 
 
+class PaperSASRec(_TwoTowerBase):
+    """The official repo's in-house SASRec *as written* (``extra["sasrec_design"] = "paper"``), to reproduce the
+    baseline row of the paper's Table 2, defects included; not a model to serve. From ``SASREC_ml_1m.py``
+    (goodstudy255/STAND-code 2305d31): no position embedding; self-attention without a causal mask and with the
+    diagonal masked; the key mask ``tf.sequence_mask(len)`` marks the *first* ``len`` positions real while the
+    data is left-padded (for a history shorter than the window it attends to padding and hides the newest items);
+    the mean over all positions, padding included, through ``tanh(W x)`` (edim x edim, no bias) is the user
+    vector; items are scored by their raw ID + tag vectors (its item MLP is commented out), so both sides are
+    ``edim`` wide. Its output-table offset (``embe_dict[2:]``) is not reproduced."""
+
+    def __init__(self, cfg: ModelConfig, item_tags: torch.Tensor) -> None:
+        super().__init__(cfg, item_tags)
+        d = cfg.edim
+        self.blocks = nn.ModuleList(_Block(d, cfg.num_heads, cfg.ffn_dim, cfg.dropout) for _ in range(cfg.num_blocks))
+        self.w = nn.Parameter(torch.randn(d, d) * cfg.emb_init_std)
+
+    def _user(self, hist: torch.Tensor) -> torch.Tensor:
+        B, L = hist.shape
+        n = (hist > 0).sum(1, keepdim=True)  # (B, 1)
+        first_n = torch.arange(L, device=hist.device).unsqueeze(0) < n  # (B, L): the official (reversed) mask
+        eye = torch.eye(L, dtype=torch.bool, device=hist.device)
+        allowed = first_n.unsqueeze(1) & ~eye  # (B, L, L)
+        allowed = allowed | ~allowed.any(-1, keepdim=True)  # no key left: uniform, as -2^32 everywhere gives
+        x = self.items(hist)
+        for blk in self.blocks:
+            x = blk(x, allowed.unsqueeze(1))
+        return torch.tanh(x.mean(1) @ self.w)  # (B, edim)
+
+    def encode_items(self, idx: torch.Tensor | None = None) -> torch.Tensor:
+        if idx is None:
+            idx = torch.arange(self.items.num_items + 1, device=self.device)
+        return self.items(idx.to(self.device, torch.long))  # (N+1, edim), raw vectors, padding row zero
+
+
 BASELINES = {"sasrec": SASRec, "gru4rec": GRU4Rec}
 
 
@@ -149,4 +183,6 @@ def build_baseline(cfg: ModelConfig, item_tags: torch.Tensor) -> nn.Module:
         raise ValueError(f"{cfg.arch!r} is not a baseline; expected one of {sorted(BASELINES)}")
     if cfg.num_items + 1 != item_tags.shape[0]:
         raise ValueError(f"cfg.num_items={cfg.num_items} but item_tags has {item_tags.shape[0]} rows (N+1 expected)")
+    if cfg.arch == "sasrec" and cfg.extra.get("sasrec_design") == "paper":
+        return PaperSASRec(cfg, item_tags)
     return BASELINES[cfg.arch](cfg, item_tags)

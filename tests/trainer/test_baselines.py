@@ -1,6 +1,7 @@
 import pytest
 import torch
 
+from t2diff.model import build_model
 from t2diff.model.baselines import build_baseline
 from t2diff.model.config import ModelConfig
 
@@ -57,3 +58,33 @@ def test_order_free_sasrec_ignores_order_and_padding_but_not_content():
     ordered = build_baseline(ModelConfig(arch="sasrec", num_items=6, num_tags=3, max_tags=2, seq_len=8,
                                          session_len=2), TAGS).eval()
     assert not torch.allclose(ordered.encode_users(hist), ordered.encode_users(torch.tensor([[0, 0, 0, 5, 3, 1, 4, 2]])))
+
+
+def test_paper_sasrec_reproduces_the_official_design():
+    """extra sasrec_design="paper": raw edim-wide item vectors, tanh user vector, order-free on a full window,
+    and the official key mask (first len positions) on a left-padded one."""
+    from t2diff.model.baselines import PaperSASRec
+
+    torch.manual_seed(0)
+    cfg = ModelConfig(arch="sasrec", num_items=6, num_tags=3, max_tags=2, seq_len=8, session_len=2,
+                      extra={"sasrec_design": "paper"})
+    m = build_baseline(cfg, TAGS).eval()
+    assert isinstance(m, PaperSASRec) and isinstance(build_model(cfg, TAGS), PaperSASRec)  # both entry points
+    items = m.encode_items()
+    assert items.shape == (7, cfg.edim) and torch.equal(items, m.items(torch.arange(7)))  # no item tower
+    full = torch.tensor([[1, 2, 3, 4, 5, 6, 1, 2]])
+    e = m.encode_users(full)
+    assert e.shape == (1, cfg.edim) and e.abs().max() < 1  # tanh
+    assert torch.allclose(e, m.encode_users(full.flip(1)), atol=1e-6)  # full window: a bag
+    short = torch.tensor([[0, 0, 0, 0, 0, 1, 2, 3]])  # 3 real items: keys are positions 0-2, all padding
+    x = m.items(short)
+    allowed = torch.zeros(1, 1, 8, 8, dtype=torch.bool)
+    allowed[..., :3] = True
+    allowed &= ~torch.eye(8, dtype=torch.bool)
+    allowed |= ~allowed.any(-1, keepdim=True)
+    ref = torch.tanh(m.blocks[0](x, allowed).mean(1) @ m.w)
+    torch.testing.assert_close(m.encode_users(short), ref)
+    loss, _ = m({"hist": short, "hist_ts": torch.zeros_like(short), "target": torch.tensor([4]),
+                 "target_ts": torch.zeros(1, dtype=torch.long)})
+    loss.backward()
+    assert torch.isfinite(loss) and m.w.grad is not None
