@@ -93,7 +93,7 @@ class LazySearcher:
         """A Milvus Lite server that restarted comes back with every collection released (not loaded);
         load the one asked for instead of failing every search until someone republishes."""
         try:
-            name = self.index.collection_name(version) if version is not None else self.index.settings.alias
+            name = self.index.target(version)
             self.index.client.load_collection(name)
             log.warning("index collection %s was released (server restart?); loaded it again", name)
             return True

@@ -4,8 +4,12 @@ Why this layout:
 
 * **Atomic switch.** ``publish`` builds collection ``<prefix>_v<version>`` completely (insert, flush, index,
   load) and only then points the alias ``<alias>`` at it (``alter_alias``). Readers search the alias, so they see
-  the previous version or the new one, never a half-written collection. Milvus Lite 3.x supports aliases
-  (``aliases.json`` in its data dir, switched in one dict assignment inside the server).
+  the previous version or the new one, never a half-written collection (tested under concurrent reads, on
+  Milvus Lite and on a Milvus server).
+* **Milvus Lite 2.5, not 3.x.** milvus-lite 2.5.1 runs Milvus' C++ engine (segcore + knowhere) as a local
+  binary; 3.x replaced it with a Python engine whose search walks every row in Python loops. Measured on the
+  2-core box, 100k x 8-d vectors, FLAT, top-20, nq 1: 2.5.1 1.15 ms p50, 3.2.2 64 ms (benchmarks/serve.md,
+  eighth session). pymilvus 3.0.2 drives both (``MilvusClient("file.db")`` starts the embedded one).
 * **Old versions** stay searchable by explicit ``version=`` for ``grace_s`` seconds after they stop being live
   (readers that resolved the old name finish their queries), and the newest ``keep`` collections are never
   dropped so a rollback (``set_live``) can re-point the alias without re-uploading.
@@ -16,8 +20,8 @@ Why this layout:
   selectable for larger catalogues.
 * **Several processes.** Milvus Lite (``MilvusClient("file.db")``) runs an in-process server that holds an
   exclusive ``flock`` on the data dir: a second process opening the same file gets "Open local milvus failed".
-  With ``shared=True`` (the default) a local path is instead served by one detached ``milvus-lite server``
-  process on 127.0.0.1, started on demand by whichever process comes first (serialised by a lock file) and
+  With ``shared=True`` (the default) a local path is instead served by one detached Milvus Lite server process
+  (its ``milvus`` binary listening on 127.0.0.1), started on demand by whichever process comes first (serialised by a lock file) and
   found by the others through ``<path>.server.json``; everyone connects over gRPC, so the trainer writes and
   Ray Serve replicas read the same index. A Milvus server URI (``http://host:19530``) works the same way.
 """
@@ -55,7 +59,7 @@ class IndexSettings(Section):
     shared: bool = True  # local path: go through one loopback milvus-lite server so several processes share it
     collection_prefix: str = "t2diff_items"
     alias: str = "t2diff_items_live"
-    index_type: Literal["FLAT", "HNSW", "IVF_FLAT"] = "FLAT"
+    index_type: Literal["FLAT", "HNSW", "IVF_FLAT"] = "FLAT"  # HNSW on a Milvus server only (not in Lite 2.5)
     hnsw_m: int = 16
     hnsw_ef_construction: int = 200
     hnsw_ef: int = 128
@@ -113,6 +117,26 @@ def _read_server(path: Path) -> dict[str, int] | None:
     return None
 
 
+def _lite_bin_dir() -> Path:
+    import milvus_lite
+
+    return Path(milvus_lite.__file__).resolve().parent / "lib"
+
+
+def _lite_server_args(path: Path, port: int) -> list[str]:
+    """milvus-lite 2.5's server binary in TCP mode: ``milvus <db file> <host:port> <log level>`` (what its own
+    ``milvus_lite.server.Server(db, address=...)`` runs; that class would tie the server to this process)."""
+    if not re.match(r"^[a-zA-Z0-9.\-_]{1,36}$", path.name):
+        raise ValueError(f"Milvus Lite db file name {path.name!r}: letters, digits, '.', '-', '_', at most 36")
+    return [str(_lite_bin_dir() / "milvus"), str(path), f"127.0.0.1:{port}", os.environ.get("LOG_LEVEL", "ERROR")]
+
+
+def _lite_server_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["LD_LIBRARY_PATH"] = f"{_lite_bin_dir()}:{env.get('LD_LIBRARY_PATH', '')}"  # its bundled libraries
+    return env
+
+
 def ensure_lite_server(path: str | Path, timeout_s: float = 60.0) -> str:
     """URI of the loopback Milvus Lite server for data dir ``path``, starting one (detached) if none runs.
 
@@ -134,10 +158,9 @@ def ensure_lite_server(path: str | Path, timeout_s: float = 60.0) -> str:
                 return f"http://127.0.0.1:{info['port']}"
             port = _free_port()
             logf = open(path.with_name(path.name + ".server.log"), "ab")
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "milvus_lite", "server", "--data-dir", str(path), "--host", "127.0.0.1",
-                 "--port", str(port)],
-                stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+            proc = subprocess.Popen(_lite_server_args(path, port), env=_lite_server_env(), cwd=str(path.parent),
+                                    stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                    start_new_session=True)
             deadline = time.monotonic() + timeout_s
             while not _port_open(port):
                 if proc.poll() is not None:
@@ -201,6 +224,7 @@ class ItemIndex:
         self.uri = target
         self.client = MilvusClient(uri=target, token=self.settings.token or "", **self._client_options())
         self._retired: dict[str, float] = {}  # collection -> time it stopped being live (this process' view)
+        self._last_pointer = 0  # id of the last live-pointer row this process wrote (Milvus Lite)
         self._dims: dict[str, int] = {}
 
     # Milvus Lite's server keeps gRPC's default ping policy (at most one ping per 5 min without data), while
@@ -228,11 +252,62 @@ class ItemIndex:
         vs = [self._version_of(n) for n in self.client.list_collections()]
         return sorted(v for v in vs if v is not None)
 
+    # ---- the live pointer
+    # A Milvus server switches readers with an alias (alter_alias, one call). Milvus Lite 2.5 has no alias RPCs
+    # (UNIMPLEMENTED), so there the live version is the newest row (largest id, a nanosecond clock) of a small
+    # collection named like the alias. A switch *inserts* a row (an upsert is a delete plus an insert, and a
+    # concurrent reader caught between them saw no live version at all) and then deletes all but the newest few;
+    # reads use Strong consistency. A reader resolves the pointer and searches that version's collection, which
+    # stays searchable through its grace period after a switch, so it sees the old version or the new one, never
+    # a mix (tests/t2diff/test_index.py runs the same concurrent-reader test on both).
+    POINTER_ROWS = 8
     def _live_collection(self) -> str | None:
+        alias = self.settings.alias
+        if self.lite:
+            if not self.client.has_collection(alias):
+                return None
+            rows = self.client.query(alias, filter="id >= 0", output_fields=["id", "version"],
+                                     consistency_level="Strong")
+            return self.collection_name(int(max(rows, key=lambda r: r["id"])["version"])) if rows else None
         # Ask list_aliases first: describe_alias on a missing alias works but pymilvus logs a traceback.
-        if self.settings.alias not in _alias_names(self.client.list_aliases()):
+        if alias not in _alias_names(self.client.list_aliases()):
             return None
-        return self.client.describe_alias(self.settings.alias)["collection_name"]
+        return self.client.describe_alias(alias)["collection_name"]
+
+    def _point(self, name: str, first: bool) -> None:
+        """Make collection ``name`` the live one (``first``: nothing was live yet)."""
+        alias = self.settings.alias
+        if not self.lite:
+            (self.client.create_alias if first else self.client.alter_alias)(name, alias)
+            return
+        from pymilvus import DataType, MilvusClient
+
+        if not self.client.has_collection(alias):
+            schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
+            schema.add_field("id", DataType.INT64, is_primary=True)
+            schema.add_field("version", DataType.INT64)
+            schema.add_field("vec", DataType.FLOAT_VECTOR, dim=2)  # Milvus needs a vector field; unused
+            ip = self.client.prepare_index_params()
+            ip.add_index(field_name="vec", index_type="FLAT", metric_type="IP")
+            self.client.create_collection(alias, schema=schema, index_params=ip)
+        row_id = max(time.time_ns(), self._last_pointer + 1)
+        self._last_pointer = row_id
+        self.client.insert(alias, [{"id": row_id, "version": self._version_of(name), "vec": [0.0, 0.0]}])
+        ids = sorted(int(r["id"]) for r in self.client.query(alias, filter="id >= 0", output_fields=["id"],
+                                                             consistency_level="Strong"))
+        if len(ids) > self.POINTER_ROWS:  # older pointers: never the newest, so readers do not notice
+            self.client.delete(alias, filter=f"id < {ids[-self.POINTER_ROWS]}")
+
+    def target(self, version: int | None = None) -> str:
+        """The collection (or, on a server, the alias) a search for ``version`` (None = live) goes to."""
+        if version is not None:
+            return self.collection_name(version)
+        if not self.lite:
+            return self.settings.alias
+        name = self._live_collection()
+        if name is None:
+            raise KeyError("no live version in the index yet")
+        return name
 
     def live_version(self) -> int | None:
         name = self._live_collection()
@@ -308,12 +383,9 @@ class ItemIndex:
 
     def _switch(self, name: str) -> None:
         old = self._live_collection()
-        if old is None:
-            self.client.create_alias(name, self.settings.alias)
-        else:
-            self.client.alter_alias(name, self.settings.alias)
-            if old != name:
-                self._retired[old] = time.time()
+        self._point(name, first=old is None)
+        if old is not None and old != name:
+            self._retired[old] = time.time()
 
     def set_live(self, version: int) -> None:
         """Point the alias at an existing version (rollback or roll forward)."""
@@ -363,7 +435,7 @@ class ItemIndex:
             raise ValueError(f"exclude has {len(ex)} rows for {len(q)} queries")
         if len(q) == 0:
             return []
-        target = self.settings.alias if version is None else self.collection_name(version)
+        target = self.target(version)
         limit = int(k) + max((len(e) for e in ex), default=0)
         res = self.client.search(target, data=q.tolist(), limit=limit, anns_field="vec",
                                  search_params=self._search_params(), output_fields=["id"])
@@ -374,8 +446,7 @@ class ItemIndex:
         return out
 
     def count(self, version: int | None = None) -> int:
-        target = self.settings.alias if version is None else self.collection_name(version)
-        return int(self.client.query(target, filter="", output_fields=["count(*)"])[0]["count(*)"])
+        return int(self.client.query(self.target(version), filter="", output_fields=["count(*)"])[0]["count(*)"])
 
     def close(self) -> None:
         with contextlib.suppress(Exception):

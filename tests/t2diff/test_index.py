@@ -1,5 +1,5 @@
-"""Milvus Lite item index: exact round trip, atomic alias switch under concurrent reads, grace/rollback,
-and two processes sharing one db through the loopback server."""
+"""Milvus Lite item index: exact round trip, atomic version switch under concurrent reads, grace/rollback,
+and two processes sharing one db through the loopback server; the same against a real Milvus server."""
 from __future__ import annotations
 
 import subprocess
@@ -60,6 +60,18 @@ def _version_vectors(v: int, n: int) -> np.ndarray:
     return x
 
 
+def _read_live(reader: ItemIndex, k: int, seen: list, errors: list, stop: threading.Event) -> None:
+    """Search the live version for e_0 until ``stop``: (hits, {versions seen in them}) per read."""
+    q = np.array([[1.0, 0, 0, 0]], dtype=np.float32)
+    while not stop.is_set():
+        try:
+            hits = reader.search(q, k=k)[0]
+        except Exception as e:  # noqa: BLE001 -- any failure during a switch is a test failure
+            errors.append(repr(e))
+            return
+        seen.append((len(hits), {int(round(s)) for _, s in hits}))
+
+
 def test_alias_switch_is_atomic_under_concurrent_reads(tmp_path):
     uri = str(tmp_path / "items.db")
     writer = ItemIndex(uri, shared=False, grace_s=3600, keep=10)
@@ -67,19 +79,7 @@ def test_alias_switch_is_atomic_under_concurrent_reads(tmp_path):
     writer.publish(1, np.arange(n), _version_vectors(1, n))
     reader = ItemIndex(uri, shared=False)  # separate client, same in-process server
     seen, errors, stop = [], [], threading.Event()
-
-    def read() -> None:
-        q = np.array([[1.0, 0, 0, 0]], dtype=np.float32)
-        while not stop.is_set():
-            try:
-                hits = reader.search(q, k=k)[0]
-            except Exception as e:  # noqa: BLE001 -- any failure during a switch is a test failure
-                errors.append(repr(e))
-                return
-            versions = {int(round(s)) for _, s in hits}
-            seen.append((len(hits), versions))
-
-    t = threading.Thread(target=read)
+    t = threading.Thread(target=_read_live, args=(reader, k, seen, errors, stop))
     t.start()
     for v in range(2, 6):
         writer.publish(v, np.arange(n), _version_vectors(v, n))
@@ -110,6 +110,12 @@ def test_grace_period_keep_and_rollback(tmp_path):
     assert idx.versions() == [2, 3]
     with pytest.raises(KeyError):
         idx.set_live(1)
+    for _ in range(6):  # Milvus Lite keeps the live pointer as rows; old ones are pruned, the newest wins
+        idx.set_live(3)
+        idx.set_live(2)
+    assert idx.live_version() == 2
+    rows = idx.client.query(idx.settings.alias, filter="id >= 0", output_fields=["id"])
+    assert 0 < len(rows) <= ItemIndex.POINTER_ROWS
     idx.close()
 
 
@@ -192,19 +198,8 @@ def test_milvus_server_round_trip_atomic_switch_and_rollback(milvus_server_uri):
     n, k = 400, 50
     reader = ItemIndex(milvus_server_uri, collection_prefix=prefix, alias=f"{prefix}_live")
     seen, errors, stop = [], [], threading.Event()
-
-    def read() -> None:
-        e0 = np.array([[1.0, 0, 0, 0]], dtype=np.float32)
-        while not stop.is_set():
-            try:
-                hits = reader.search(e0, k=k)[0]
-            except Exception as e:  # noqa: BLE001 -- any failure during a switch fails the test
-                errors.append(repr(e))
-                return
-            seen.append((len(hits), {int(round(s)) for _, s in hits}))
-
     idx.publish(2, np.arange(n), _version_vectors(2, n))  # another dimension: a new collection, not a mutation
-    t = threading.Thread(target=read)
+    t = threading.Thread(target=_read_live, args=(reader, k, seen, errors, stop))
     t.start()
     for v in (3, 4):
         idx.publish(v, np.arange(n), _version_vectors(v, n))
