@@ -34,6 +34,7 @@ class Catalog:
     tags: np.ndarray  # (N + 1, max_tags) int64, row 0 is the padding item
     num_tags: int
     _index: dict[int, int] = field(default_factory=dict, repr=False)
+    _sorted: tuple = field(default=(), repr=False, compare=False)  # (sorted raw ids, their model indices) for indices()
 
     def __post_init__(self) -> None:
         self.raw_ids = np.asarray(self.raw_ids, dtype=np.int64)
@@ -58,16 +59,25 @@ class Catalog:
         return self._index[int(raw_id)]
 
     def indices(self, raw_ids: Any, unknown: int | None = None) -> np.ndarray:
-        """Vectorised :meth:`index`; unknown ids map to ``unknown`` or raise KeyError when it is None."""
-        out = np.empty(len(raw_ids), dtype=np.int64)
-        for j, r in enumerate(raw_ids):
-            i = self._index.get(int(r))
-            if i is None:
-                if unknown is None:
-                    raise KeyError(f"unknown item id {r}")
-                i = unknown
-            out[j] = i
-        return out
+        """Vectorised :meth:`index`; unknown ids map to ``unknown`` or raise KeyError when it is None.
+
+        A binary search over the sorted raw ids, not a dict lookup per id: it runs for every history of every
+        request in the serving ingress, where the per-id Python loop was ~3 % of the process's GIL time."""
+        raw = np.asarray(raw_ids, dtype=np.int64).reshape(-1)
+        if not self._sorted or len(self._sorted[0]) != len(self.raw_ids):  # built lazily; rebuilt after add()
+            order = np.argsort(self.raw_ids, kind="stable")
+            self._sorted = (self.raw_ids[order], order + 1)
+        keys, idx = self._sorted
+        if not len(keys):
+            pos, found = np.zeros(len(raw), dtype=np.int64), np.zeros(len(raw), dtype=bool)
+        else:
+            pos = np.minimum(np.searchsorted(keys, raw), len(keys) - 1)
+            found = keys[pos] == raw
+        if not found.all():
+            if unknown is None:
+                raise KeyError(f"unknown item id {int(raw[~found][0])}")
+            return np.where(found, idx[pos] if len(keys) else 0, unknown).astype(np.int64)
+        return idx[pos]
 
     def raw(self, idx: Any) -> np.ndarray:
         """Raw ids of model indices (index 0, padding, maps to -1)."""

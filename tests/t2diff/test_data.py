@@ -15,6 +15,7 @@ def test_catalog_round_trip_and_growth():
     assert cat.add(40, [3, 1, 2, 7]) == 4  # extra and out-of-range tags are dropped
     assert cat.tags[4].tolist() == [3, 1]
     assert cat.add(40) == 4  # idempotent
+    assert cat.indices([40, 30, 99], unknown=0).tolist() == [4, 3, 0]  # the lookup table follows add()
     again = Catalog.from_dict(cat.to_dict())
     assert again.index(40) == 4 and np.array_equal(again.tags, cat.tags)
 
@@ -39,3 +40,17 @@ def test_real_data_matches_provenance():
     assert cat.tags[cat.index(1)].tolist()[:3] == [3, 4, 5]  # Toy Story: Animation, Children's, Comedy
     k_inter, k_cat = load_kuairand()
     assert (len(k_inter), len(np.unique(k_inter.user)), k_cat.num_items) == (56_340, 6_441, 3_991)
+
+
+def test_catalog_indices_equal_per_id_lookups():
+    rng = np.random.default_rng(0)
+    raw = rng.choice(10**9, 500, replace=False)  # unsorted, sparse raw ids
+    cat = Catalog("t", raw, np.zeros((501, 1), dtype=np.int64), num_tags=0)
+    q = np.concatenate([rng.choice(raw, 300), rng.integers(0, 10**9, 50), [raw.min() - 1, raw.max() + 1]])
+    got = cat.indices(q, unknown=0)
+    assert got.tolist() == [cat._index.get(int(r), 0) for r in q]
+    assert cat.indices([]).tolist() == []
+    empty = Catalog("e", np.array([], dtype=np.int64), np.zeros((1, 1), dtype=np.int64), num_tags=0)
+    assert empty.indices([5], unknown=0).tolist() == [0]
+    with pytest.raises(KeyError, match="unknown item id 5"):
+        empty.indices([5])

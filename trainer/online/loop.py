@@ -470,8 +470,9 @@ class StreamTrainer:
             apply_ahead()
             if self._since_ckpt or self.stats["records"] > rec_start:
                 self.checkpoint()
-            if s.publish_on_exit and self._since_pub:
-                self.publisher.wait()
+            self.publisher.wait()
+            # also when the last publish failed: the events it carried are trained on but not live anywhere
+            if s.publish_on_exit and (self._since_pub or self.publisher.last_failed):
                 self.publish(wait=True)
             self.publisher.wait()
         finally:

@@ -35,6 +35,7 @@ class Publisher:
         self._thread: threading.Thread | None = None
         self.error: BaseException | None = None  # last failure (kept for callers that must know)
         self.failures = 0
+        self.last_failed = False  # the most recent publish failed: its events are not live yet
         self.history: list[dict[str, Any]] = []  # one row per publish
         self.freshness: list[np.ndarray] = []  # seconds from produce time to searchable, per event
 
@@ -85,6 +86,7 @@ class Publisher:
                    "fresh_p50_s": float(np.percentile(fresh, 50)) if len(fresh) else None,
                    "fresh_max_s": float(fresh.max()) if len(fresh) else None}
             self.history.append(row)
+            self.last_failed = False
             log.info("version %d live: %d items, registry %.2fs, index %.2fs, %d new events (freshness p50 %s s)",
                      version, row["items"], row["registry_s"], row["index_s"], row["events"],
                      f"{row['fresh_p50_s']:.1f}" if row["fresh_p50_s"] is not None else "-")
@@ -92,6 +94,7 @@ class Publisher:
             log.exception("publish failed; LATEST and the index alias stay on the previous version")
             telemetry.PUBLISH_FAILURES.inc()
             self.failures += 1
+            self.last_failed = True
             self.error = e
 
     def raise_if_failed(self) -> None:
