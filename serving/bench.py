@@ -179,6 +179,19 @@ def _cpu_by_process() -> dict[str, float]:
     return out
 
 
+def cpu_probe(n: int = 2_000_000) -> float:
+    """Seconds a pure-Python loop of 10^7 additions takes on this box now (timed on ``n`` and scaled).
+
+    Why: the 2-core VMs these runs share vary in speed over time (a 3-4x slower VM in run 16a; run 34's every
+    process, HAProxy included, used 1.6-2x the CPU per request of run 27 with the same code). CPU ms per request
+    alone cannot tell a slower machine from costlier code; this can, so each phase records it."""
+    t = time.perf_counter()
+    s = 0
+    for i in range(n):
+        s += i
+    return round((time.perf_counter() - t) * 1e7 / n, 2)
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -260,8 +273,10 @@ def run_bench(dataset: str | None, num_items: int, rates: list[float], duration_
                 _set_arms(arms_file, {n: float(n == src) for n in ("t2diff", "baseline", "popularity")})
                 time.sleep(1.5)  # > arms_reload_s
                 current = src
+            probe = cpu_probe()
             cpu0, la0 = _cpu_by_process(), os.getloadavg()[0]
             res = phase(rate, dur)
+            res["cpu_probe_s"] = probe
             cpu1 = _cpu_by_process()
             # CPU ms per request by process role: where the time goes on these 2 shared cores
             res["cpu_ms_per_req"] = {r: round(1000 * (cpu1.get(r, 0) - cpu0.get(r, 0)) / max(1, res["requests"]), 2)
@@ -326,14 +341,16 @@ def markdown(res: dict[str, Any], command: str) -> str:
              + ("" if res.get("in_thread", True) else ", batches on the event loop"),
              "", f"Command: `{command}`  ", f"Device: {res['device']}; wall time {res['wall_s']:.0f} s", "",
              "| source | offered rps | requests | p50 ms | p99 ms | mean ms | done rps | errors | fallbacks | "
-             "load avg (1 min) | CPU ms/request by process |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "load avg (1 min) | speed probe s | CPU ms/request by process |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for p in res["phases"]:
         cpu = ", ".join(f"{k} {v:.1f}" for k, v in sorted(p.get("cpu_ms_per_req", {}).items(), key=lambda x: -x[1]))
         la = p.get("loadavg_1m", ["?", "?"])
         lines.append(f"| {p['source']} | {p['rate']:.0f} | {p['requests']} | {p['p50_ms']:.1f} | {p['p99_ms']:.1f} | "
                      f"{p['mean_ms']:.1f} | {p['throughput_rps']:.0f} | {p['errors']} | {p['fallbacks']} | "
-                     f"{la[0]} -> {la[1]} | {cpu} |")
+                     f"{la[0]} -> {la[1]} | {p.get('cpu_probe_s', '-')} | {cpu} |")
+    lines += ["", "Speed probe: seconds for 10^7 pure-Python additions just before the phase (lower is faster; the same "
+              "code on a slower moment of a shared VM shows as a higher probe and more CPU ms per request everywhere)."]
     lines += ["", "p99 per 10 s window (ms) and requests over 15 ms, by phase (and how many the ingress itself timed "
               "over 15 ms, from its handler's start); garbage collections during the phase in the ingress process "
               "and in the load generator (its collector "

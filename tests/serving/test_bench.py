@@ -6,7 +6,7 @@ from serving.bench import GcWatch, markdown
 
 def test_markdown_reports_phases_tail_windows_and_swap():
     phase = {"source": "t2diff", "rate": 200.0, "requests": 12000, "p50_ms": 3.9, "p99_ms": 9.2, "mean_ms": 4.1,
-             "throughput_rps": 199.6, "errors": 0, "fallbacks": 0, "loadavg_1m": [0.5, 0.7],
+             "throughput_rps": 199.6, "errors": 0, "fallbacks": 0, "loadavg_1m": [0.5, 0.7], "cpu_probe_s": 0.52,
              "cpu_ms_per_req": {"Ingress": 3.0, "raylet": 0.04}, "p99_ms_by_10s": [8.1, 31.0], "over_15ms": 17,
              "server_gc": {"count": 2, "total_ms": 31.5}, "server_over_15ms": 3, "loadgen_gc": {"count": 0, "total_ms": 0.0, "max_ms": 0.0},
              "worst_seconds": [{"second": 41, "requests": 200, "slow": 9, "p99_ms": 38.2,
@@ -19,7 +19,7 @@ def test_markdown_reports_phases_tail_windows_and_swap():
                     "versions": {"1": 3740, "2": 2260}, "p50_ms": 5.1, "p99_ms": 10.0}}
     md = markdown(res, "t2diff bench serve --topology local")
     assert "topology local" in md and "`t2diff bench serve --topology local`" in md
-    assert "| t2diff | 200 | 12000 | 3.9 | 9.2 | 4.1 | 200 | 0 | 0 | 0.5 -> 0.7 | Ingress 3.0, raylet 0.0 |" in md
+    assert "| t2diff | 200 | 12000 | 3.9 | 9.2 | 4.1 | 200 | 0 | 0 | 0.5 -> 0.7 | 0.52 | Ingress 3.0, raylet 0.0 |" in md
     assert ("t2diff 200 rps: [8.1, 31.0], 17 over 15 ms (3 by the ingress); GC server 2 / 31.5 ms, load generator 0 / 0.0 ms" in md)
     assert "off while requests are out" in md
     assert ("t2diff 200 rps, second 41: 9 of 200 over 15 ms (p99 38.2 ms); Ingress 810 [640], raylet 90 [20], "
@@ -65,3 +65,10 @@ def test_a_world_on_a_milvus_server_leaves_the_server_running(monkeypatch, tmp_p
     for uri in ("http://127.0.0.1:19531", str(tmp_path / "milvus" / "items.db")):
         World(tmp_path, tmp_path / "config.yaml", tmp_path / "registry", uri, None, [], None).stop_index()
     assert stopped == [str(tmp_path / "milvus" / "items.db")]
+
+
+def test_cpu_probe_times_a_fixed_loop():
+    from serving.bench import cpu_probe
+
+    a = cpu_probe(200_000)
+    assert 0.01 < a < 60  # seconds per 10^7 additions: a plausible machine, and measured, not fixed
