@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from serving.cputrace import CpuTrace, cpu_by_second, per_second, role_of, worst_seconds
+from serving.cputrace import CpuTrace, cpu_by_second, per_second, snapshot, worst_seconds
 from serving.metrics import GcTimer
 
 log = logging.getLogger(__name__)
@@ -164,18 +164,13 @@ def _cpu_by_process() -> dict[str, float]:
     """CPU seconds so far of this process and each Ray Serve actor (by role), to split a phase's CPU cost."""
     import psutil
 
-    out: dict[str, float] = {}
     me = psutil.Process()
-    for p in [me, *me.children(recursive=True)]:
-        try:
-            title = p.name()
-            cmd = " ".join(p.cmdline())
-            t = p.cpu_times()
-        except (psutil.NoSuchProcess, psutil.AccessDenied):
-            continue
-        role = role_of(title, cmd, p.pid, me.pid)
-        role = "other" if role.startswith("outside:") or role == "ray-other" else role
-        out[role] = out.get(role, 0.0) + t.user + t.system
+    mine = {me.pid, *(p.pid for p in me.children(recursive=True))}
+    out: dict[str, float] = {}
+    for pid, (role, cpu) in snapshot(me.pid).items():
+        if pid in mine:
+            role = "other" if role.startswith("outside:") or role == "ray-other" else role
+            out[role] = out.get(role, 0.0) + cpu
     return out
 
 

@@ -55,7 +55,8 @@ def _program(name: str, cmd: str) -> str:
     return name
 
 
-def _snapshot(driver: int) -> dict[int, tuple[str, float]]:
+def snapshot(driver: int) -> dict[int, tuple[str, float]]:
+    """pid -> (role, CPU seconds so far) for every process on the box (``driver``: the pid labelled loadgen+driver)."""
     import psutil
 
     out: dict[int, tuple[str, float]] = {}
@@ -80,12 +81,12 @@ def sample(out: Path, interval: float, driver: int) -> None:
         stop = True
 
     signal.signal(signal.SIGTERM, _term)
-    prev, prev_sys, prev_t = _snapshot(driver), psutil.cpu_times(), time.time()
+    prev, prev_sys, prev_t = snapshot(driver), psutil.cpu_times(), time.time()
     me = os.getpid()
     with out.open("a") as f:
         while not stop:
             time.sleep(interval)
-            snap, sys_t, now = _snapshot(driver), psutil.cpu_times(), time.time()
+            snap, sys_t, now = snapshot(driver), psutil.cpu_times(), time.time()
             cpu: dict[str, float] = {}
             for pid, (role, c) in snap.items():
                 if pid == me:

@@ -24,6 +24,10 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 TABLE2_ARCHS = ["t2diff", "t2diff_no_dp", "mixed_attention", "sasrec", "gru4rec"]  # slowest first
+# suite -> (row label, ModelConfig.extra) of the variant of the official in-house SASRec (t2diff/model/baselines.py):
+# its order-free part alone, or the whole design as written
+SASREC_DESIGNS = {"sasrec_order": ("sasrec order-free", {"sasrec_order": False}),
+                  "sasrec_paper": ("sasrec as in the official code", {"sasrec_design": "paper"})}
 
 
 @dataclass
@@ -77,18 +81,12 @@ def grid(suites: list[str], seeds: list[int], large_edim: int = 64, l_epochs: in
                             for mode in ("sample", "prior")]
                     out += [RunSpec(group, a, ds, a, seed=s, model=dict(model))
                             for a in ("t2diff", "mixed_attention", "sasrec")]
-            elif suite == "sasrec_order":  # the paper's in-house SASRec design (order-free) beside ours
-                for group, ds in (("sasrec_order", "ml-1m"), ("sasrec_order_u", "ml-1m-users1-2999")):
+            elif suite in SASREC_DESIGNS:  # the official in-house SASRec's design beside ours and T2Diff
+                label, extra = SASREC_DESIGNS[suite]
+                for group, ds in ((suite, "ml-1m"), (f"{suite}_u", "ml-1m-users1-2999")):
                     out += [RunSpec(group, "t2diff", ds, "t2diff", seed=s),
                             RunSpec(group, "sasrec", ds, "sasrec", seed=s),
-                            RunSpec(group, "sasrec order-free", ds, "sasrec", seed=s,
-                                    model={"extra": {"sasrec_order": False}})]
-            elif suite == "sasrec_paper":  # the official in-house SASRec as written (PaperSASRec) beside ours
-                for group, ds in (("sasrec_paper", "ml-1m"), ("sasrec_paper_u", "ml-1m-users1-2999")):
-                    out += [RunSpec(group, "t2diff", ds, "t2diff", seed=s),
-                            RunSpec(group, "sasrec", ds, "sasrec", seed=s),
-                            RunSpec(group, "sasrec as in the official code", ds, "sasrec", seed=s,
-                                    model={"extra": {"sasrec_design": "paper"}})]
+                            RunSpec(group, label, ds, "sasrec", seed=s, model={"extra": dict(extra)})]
             elif suite == "smoke":
                 out += [RunSpec("smoke", a, "ml-1m", a, seed=s, train={"max_epochs": 2, "patience": 1})
                         for a in ("sasrec", "gru4rec")]

@@ -474,7 +474,6 @@ class StreamTrainer:
             # also when the last publish failed: the events it carried are trained on but not live anywhere
             if s.publish_on_exit and (self._since_pub or self.publisher.last_failed):
                 self.publish(wait=True)
-            self.publisher.wait()
         finally:
             for sig, h in prev.items():
                 signal.signal(sig, h)
