@@ -2,6 +2,7 @@
 Kept apart from the Ray deployments so the same wiring runs in tests and in-process benches."""
 from __future__ import annotations
 
+import functools
 import gc
 import json
 import logging
@@ -161,7 +162,8 @@ def encoder(settings: ServingSettings, source: str, device: str = "cpu") -> User
     if src.registry and src.index == "milvus":
         ready = LazySearcher(settings, source).has_version  # switch only once the index has the version
     provider = model_provider(settings, source, device=device, ready=ready,
-                              prepare=compile_user_tower if settings.encoder_compile else None)
+                              prepare=functools.partial(compile_user_tower, num_steps=settings.encoder_steps)
+                              if settings.encoder_compile else None)
     if src.version is not None:
         provider.pinned = int(src.version) if str(src.version).isdigit() else src.version
     provider.refresh()

@@ -192,7 +192,8 @@ class BodyLimit:
 
     Plain ASGI rather than ``@api.middleware("http")``: Starlette runs each request of such a middleware in an
     anyio task group whose cancel scope, CancelledError and traceback form reference cycles: ~40 of the ~110 cyclic
-    objects per request an ingress replica made (gc.DEBUG_SAVEALL; the rest: serving/aot.py FlatRunner). At 200 rps
+    objects per request an ingress replica made (gc.DEBUG_SAVEALL; the rest: the AOT package loader's per-call
+    pytree, no longer used: t2diff/model/aot.py). At 200 rps
     the young-generation collections that freed them (~56k objects every ~2.5 s) stalled the replica 12-75 ms each:
     the p99 tail (benchmarks/serve.md, run 17).
     """

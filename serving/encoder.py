@@ -57,23 +57,23 @@ def _prepare(model: Any, device: str) -> Any:
     return model.to(device) if hasattr(model, "to") else model
 
 
-def compile_user_tower(lm: LoadedModel) -> None:
-    """Ahead-of-time compile the U-Net that the reverse process calls T times per request (``encoder_compile``).
+def compile_user_tower(lm: LoadedModel, num_steps: int | None = None) -> None:
+    """Ahead-of-time compile the whole user tower (item lookup, ``num_steps`` reverse steps, mixed attention) for
+    CPU serving (``encoder_compile``; default steps: the model's own).
 
-    Why: at serving batch sizes the user tower is dispatch-bound -- ~70 tiny kernels per reverse step. One
-    U-Net call at batch 1 on this project's 2-core box: eager 167 us, torch.compile 86 us (half of it Dynamo /
-    AOT-autograd wrappers in Python), AOTInductor 33 us (C++ kernels behind a C++ runner). So the U-Net is
-    exported with a dynamic batch dimension, compiled with AOTInductor in a child process (serving/aot.py says
-    why) and loaded as the diffusion's denoiser -- before the version goes live (ModelProvider's ``prepare``).
-    On CUDA the encoder uses its CUDA graph instead.
+    Why: at serving batch sizes the user tower is dispatch-bound -- ~70 tiny kernels per reverse step plus the
+    head -- and in eager mode every one of them holds the GIL that the replica's HTTP handling needs. The
+    tower is exported with a dynamic batch dimension, compiled with AOTInductor in a child process and run
+    through its C entry point with the GIL released (t2diff/model/aot.py says why and measures it), before the
+    version goes live (ModelProvider's ``prepare``). On CUDA the encoder uses its CUDA graph instead.
     """
-    from serving.aot import compile_in_child
+    from t2diff.model.aot import compile_in_child
 
-    diffusion = getattr(lm.model, "diffusion", None)
-    if diffusion is None or str(lm.device).startswith("cuda"):
+    if getattr(lm.model, "diffusion", None) is None or not hasattr(lm.model, "set_compiled_tower") \
+            or str(lm.device).startswith("cuda"):
         return
-    diffusion.set_denoiser(compile_in_child(lm.model, lm.seq_len))
-    log.info("serving version %s with the AOT-compiled U-Net", lm.version)
+    lm.model.set_compiled_tower(compile_in_child(lm.model, lm.seq_len, num_steps))
+    log.info("serving version %s with the AOT-compiled user tower", lm.version)
 
 
 class ModelProvider:

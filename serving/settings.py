@@ -157,9 +157,9 @@ class ServingSettings(Section):
     # Reverse diffusion steps at serving (None = the model's own, T=50). Paper Table 4: T=10 loses ~0.005
     # R@20 and is 3x faster; the latency budget decides.
     encoder_steps: int | None = Field(None, ge=1)
-    # AOT-compile the user tower's U-Net on CPU (serving/encoder.py compile_user_tower): a T = 10 encode at
-    # batch 1 2.3 -> 0.9 ms, T = 50 9.3 -> 2.5 ms, for ~45 s of CPU (a niced child process) per architecture
-    # before its first version goes live; later versions of it only swap their weights in (serving/aot.py).
+    # AOT-compile the whole user tower on CPU and run it without the GIL (serving/encoder.py compile_user_tower,
+    # t2diff/model/aot.py), for ~45 s of CPU (a niced child process) per architecture and step count before its
+    # first version goes live; later versions of it only load their weights. Speed: benchmarks/encode.md.
     encoder_compile: bool = False
     # GPU encoder: the reverse process as the PyTorch loop in a CUDA graph ("torch") or as one Triton kernel in
     # that graph ("triton", t2diff/model/triton_reverse.py: 4.9x faster at T = 50 on an H200; the official

@@ -7,7 +7,8 @@ Modes: ``eager`` (the default code path), and on CUDA ``graph`` (one CUDA graph 
 autocast; LayerNorm/softmax stay fp32), ``triton+graph`` (the whole reverse loop as one Triton kernel,
 t2diff/model/triton_reverse.py), ``triton+compile+graph`` (that, plus the torch.compile'd mixed-attention
 tower) and ``triton+fused+graph`` (everything around the kernel -- item lookups, masks, padding, the user tower --
-in one torch.compile). The eager ``mixed_attention`` arch (no diffusion)
+in one torch.compile); on CPU ``aot`` (the whole tower compiled by AOTInductor and run without the GIL, what
+serving's ``encoder_compile`` uses: t2diff/model/aot.py). The eager ``mixed_attention`` arch (no diffusion)
 is timed in the same run as the baseline.
 """
 from __future__ import annotations
@@ -80,10 +81,18 @@ def run_encode_bench(device: str, batch_sizes: list[int], steps: list[int], mode
                 if mode == "eager":
                     fn = (lambda n=n: model.encode_users(hist, ts, now, num_steps=n))
                 else:
-                    from t2diff.model.graphed import GraphedEncoder
-
                     try:
-                        m = random_model("t2diff", device)  # fresh copy: compile mode swaps the denoiser
+                        m = random_model("t2diff", device)  # fresh copy, same weights (the seed)
+                        if mode == "aot":
+                            from t2diff.model.aot import compile_in_child
+
+                            m.set_compiled_tower(compile_in_child(m, L, n))  # once per step count (dynamic batch)
+                            fn = (lambda m=m, n=n: m.encode_users(hist, ts, now, num_steps=n))
+                            check[(mode, n)] = _aot_agreement(m, model, hist, ts, now, n)
+                            cases.append(("t2diff", mode, n, fn))
+                            continue
+                        from t2diff.model.graphed import GraphedEncoder
+
                         triton = mode.startswith("triton")
                         enc = GraphedEncoder(m, B, num_steps=n, compile=mode.startswith("compile"),
                                              autocast_dtype=torch.bfloat16 if mode.endswith("bf16") else None,
@@ -155,6 +164,15 @@ def _encode_agreement(enc: Any, m: torch.nn.Module, hist: torch.Tensor, ts: torc
     return float((fast - ref).abs().max())
 
 
+@torch.no_grad()
+def _aot_agreement(m: torch.nn.Module, ref: torch.nn.Module, hist: torch.Tensor, ts: torch.Tensor, now: torch.Tensor,
+                   n: int) -> float:
+    """Max |e_u from the compiled tower - eager encode_users of the same weights| for the same noise."""
+    fast = m.encode_users(hist, ts, now, num_steps=n, generator=torch.Generator().manual_seed(0))
+    slow = ref.encode_users(hist, ts, now, num_steps=n, generator=torch.Generator().manual_seed(0))
+    return float((fast - slow).abs().max())
+
+
 def device_name(device: str) -> str:
     if device.startswith("cuda"):
         return torch.cuda.get_device_name(torch.device(device))
@@ -168,7 +186,7 @@ def write_results(rows: list[dict[str, Any]], out_dir: Path, meta: dict[str, Any
     lines = [f"Command: `{meta['command']}`", "",
              f"Device: {meta['device']}; torch {meta['torch']}; wall {meta['wall_s']:.1f} s; "
              f"1-min load average at start/end {meta.get('loadavg_1min_start_end')} on {meta.get('cpu_count')} cores", "",
-             "| arch | mode | steps | batch | ms/batch | µs/user | users/s | U-Net max abs diff vs eager |",
+             "| arch | mode | steps | batch | ms/batch | µs/user | users/s | max abs diff vs eager (U-Net; aot, triton: output) |",
              "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         if "error" in r:

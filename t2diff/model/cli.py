@@ -10,7 +10,8 @@ import time
 
 log = logging.getLogger(__name__)
 MODES = ("eager", "graph", "compile+graph", "compile+graph+bf16", "triton+graph", "triton+compile+graph",
-         "triton+fused+graph")
+         "triton+fused+graph", "aot")
+CPU_MODES = ("eager", "aot")
 
 
 def _ints(s: str) -> list[int]:
@@ -30,10 +31,10 @@ def _cmd_bench_encode(args: argparse.Namespace) -> int:
         log.error("--device cuda but CUDA is not available")
         return 2
     modes = args.modes.split(",") if args.modes else (["eager", "graph", "compile+graph"] if args.device == "cuda"
-                                                      else ["eager"])
+                                                      else list(CPU_MODES))
     bad = [m for m in modes if m not in MODES]
-    if bad or (args.device == "cpu" and modes != ["eager"]):
-        log.error("modes must be in %s (graph modes need cuda), got %s", MODES, modes)
+    if bad or (args.device == "cpu") != all(m in CPU_MODES for m in modes):
+        log.error("modes must be in %s (on cpu: %s; the others need cuda), got %s", MODES, CPU_MODES, modes)
         return 2
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -90,7 +91,7 @@ def register(groups) -> None:
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     p.add_argument("--batch-sizes", type=_ints, default=[1, 16, 256, 1024, 4096])
     p.add_argument("--steps", type=_ints, default=[50, 10], help="reverse steps to time (T=50 and <= 10)")
-    p.add_argument("--modes", default=None, help="comma list of " + "|".join(MODES) + " (default: eager,graph,compile+graph on cuda; eager on cpu)")
+    p.add_argument("--modes", default=None, help="comma list of " + "|".join(MODES) + " (default: eager,graph,compile+graph on cuda; eager,aot on cpu)")
     p.add_argument("--min-time", type=float, default=0.5, help="seconds of timed repetitions per case")
     p.add_argument("--min-reps", type=int, default=3)
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")

@@ -120,21 +120,37 @@ class DriftDiffusion(nn.Module):
             x_hat = self.sample(x_in, mask_in, self.train_next_steps, generator)
         return kl, x_hat.detach()
 
+    def noise_shape(self, batch: int, seq_len: int, edim: int, num_steps: int | None = None) -> tuple[int, ...]:
+        """Shape of one reverse process's noise, z_T and every step's ε: (n + 1, B, L', D)."""
+        n = num_steps or self.schedule.num_inference_steps
+        return (n + 1, batch, self.unet.padded_length(seq_len), edim)
+
     @torch.no_grad()
     def sample(self, x: torch.Tensor, mask: torch.Tensor, num_steps: int | None = None,
                generator: torch.Generator | None = None) -> torch.Tensor:
         """Alg. 2: reverse process from N(0, I). x (B, L, D), mask (B, L) -> x̂_{n+1} (B, D).
 
+        All noise is drawn up front (one kernel), then :meth:`sample_from_noise` runs the steps.
+        """
+        n = num_steps or self.schedule.num_inference_steps
+        noise = torch.randn(self.noise_shape(x.shape[0], x.shape[1], x.shape[2], n), device=x.device, dtype=x.dtype,
+                            generator=generator)
+        return self.sample_from_noise(x, mask, noise, n)
+
+    def sample_from_noise(self, x: torch.Tensor, mask: torch.Tensor, noise: torch.Tensor,
+                          num_steps: int | None = None) -> torch.Tensor:
+        """The reverse process with its noise given: x (B, L, D), mask (B, L), noise (n + 1, B, L', D) ->
+        x̂_{n+1} (B, D). Deterministic, so an exported copy (t2diff/model/aot.py) matches it draw for draw.
+
         Loop body: one U-Net call + fused-able arithmetic; the step tables are device tensors indexed by
-        Python ints and all noise is drawn up front, so there is no host sync or per-step allocation of
-        tables (activations still come from the caching allocator).
+        Python ints, so there is no host sync or per-step allocation of tables (activations still come from
+        the caching allocator).
         """
         n = num_steps or self.schedule.num_inference_steps
         tab = self.schedule.step_coefficients(n)
         m = drift_mask(mask).unsqueeze(-1).to(x.dtype)  # (B, L, 1)
         x_last = x[:, -1]
         x, m = self._pad(x, m)  # (B, L', ...)
-        noise = torch.randn((n + 1,) + tuple(x.shape), device=x.device, dtype=x.dtype, generator=generator)
         ts, c0, ct, sg = tab["timesteps"], tab["coef_x0"], tab["coef_xt"], tab["sigma"]
         if self._reverse is not None:
             return utilise_drift(x_last, self._reverse(x, m.squeeze(-1), noise, ts, c0, ct, sg), self.drift)

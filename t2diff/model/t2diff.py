@@ -22,11 +22,31 @@ import torch.nn.functional as F
 from t2diff.model.attention import MixedAttention, time_lag_buckets
 from t2diff.model.config import ModelConfig
 from t2diff.model.diffusion import DriftDiffusion
-from t2diff.model.towers import TwoTowerModule
+from t2diff.model.towers import TwoTowerModule, item_vectors
 
 log = logging.getLogger(__name__)
 
 DIFFUSION_ARCHS = ("t2diff", "t2diff_no_dp")
+
+
+def user_head(user_tower: MixedAttention, cfg: ModelConfig, x: torch.Tensor, mask: torch.Tensor,
+              x_next: torch.Tensor | None, hist_ts: torch.Tensor | None, now_ts: torch.Tensor | None) -> torch.Tensor:
+    """Mixed attention with the time-lag feature: x (B, n, D), mask (B, n), x̂_{n+1} (B, D) -> e_u (B, U)."""
+    lag = time_lag_buckets(hist_ts, None if now_ts is None else now_ts.to(x.device, non_blocking=True), mask) \
+        if cfg.time_lag else None
+    return user_tower(x, mask, x_next, lag)
+
+
+def encode_from_noise(diffusion: DriftDiffusion, user_tower: MixedAttention, cfg: ModelConfig, hist: torch.Tensor,
+                      hist_ts: torch.Tensor, now_ts: torch.Tensor, noise: torch.Tensor, num_steps: int,
+                      id_weight: torch.Tensor, tag_weight: torch.Tensor, item_tags: torch.Tensor) -> torch.Tensor:
+    """The whole user tower as one function of tensors: canonical (B, n) histories, their times, "now" (B,), the
+    reverse process's noise (num_steps + 1, B, L', D) and the item tables -> e_u (B, U). What t2diff/model/aot.py
+    exports and compiles; for the same noise it equals ``encode_users``."""
+    mask = hist > 0
+    x = item_vectors(hist, id_weight, tag_weight, item_tags, cfg.emb_max_norm)  # (B, n, D)
+    x_next = diffusion.sample_from_noise(x, mask, noise, num_steps)
+    return user_head(user_tower, cfg, x, mask, x_next, hist_ts, now_ts)
 
 
 def _field(batch: Any, key: str, default: Any = None) -> Any:
@@ -42,6 +62,14 @@ class T2Diff(TwoTowerModule):
         super().__init__(cfg, item_tags)
         self.diffusion = DriftDiffusion(cfg) if cfg.arch in DIFFUSION_ARCHS else None
         self.user_tower = MixedAttention(cfg, use_next=self.diffusion is not None)
+        # Optional compiled whole user tower (t2diff/model/aot.py): (hist, hist_ts, now_ts, noise, id_weight, tag_weight,
+        # item_tags) -> e_u, with its ``num_steps``. Outside the module registry, like the denoiser.
+        object.__setattr__(self, "_compiled_tower", None)
+
+    def set_compiled_tower(self, fn: Any) -> None:
+        """Run ``encode_users`` on the host through ``fn`` (an :func:`encode_from_noise` compiled for
+        ``fn.num_steps`` reverse steps) when the step count matches; None restores the eager path."""
+        object.__setattr__(self, "_compiled_tower", fn)
 
     # ---- inputs ----------------------------------------------------------------------------------
     def _canon(self, hist: torch.Tensor, hist_ts: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -65,9 +93,7 @@ class T2Diff(TwoTowerModule):
 
     def _user(self, x: torch.Tensor, mask: torch.Tensor, x_next: torch.Tensor | None,
               hist_ts: torch.Tensor | None, now_ts: torch.Tensor | None) -> torch.Tensor:
-        lag = time_lag_buckets(hist_ts, None if now_ts is None else now_ts.to(self.device, non_blocking=True), mask) \
-            if self.cfg.time_lag else None
-        return self.user_tower(x, mask, x_next, lag)
+        return user_head(self.user_tower, self.cfg, x, mask, x_next, hist_ts, now_ts)
 
     # ---- training --------------------------------------------------------------------------------
     def forward(self, batch: Any, host_metrics: bool = True, loss_fn: Any = None) -> tuple[torch.Tensor, dict[str, Any]]:
@@ -112,6 +138,18 @@ class T2Diff(TwoTowerModule):
         the model's device.
         """
         hist, hist_ts = self._canon(hist, hist_ts)
+        tower = self._compiled_tower
+        if tower is not None and self.diffusion is not None and hist.device.type == "cpu" \
+                and (num_steps or self.diffusion.schedule.num_inference_steps) == tower.num_steps:
+            if hist_ts is None:
+                hist_ts = torch.zeros_like(hist)
+            if now_ts is None:  # what time_lag_buckets does without a clock: each row's latest event
+                now_ts = hist_ts.masked_fill(hist == 0, 0).amax(dim=1)
+            B, n = hist.shape
+            noise = torch.randn(self.diffusion.noise_shape(B, n, self.cfg.edim, tower.num_steps), generator=generator)
+            it = self.items
+            return tower(hist, hist_ts, now_ts.to(torch.long), noise, it.id_weight.detach(), it.tag_weight.detach(),
+                         it.item_tags)
         return self._encode(hist, hist_ts, now_ts, generator, num_steps)
 
     def _encode(self, hist: torch.Tensor, hist_ts: torch.Tensor | None, now_ts: torch.Tensor | None,

@@ -26,6 +26,18 @@ def clip_norm(x: torch.Tensor, max_norm: float | None) -> torch.Tensor:
     return x * (max_norm / x.norm(dim=-1, keepdim=True).clamp_min(1e-12)).clamp(max=1.0)
 
 
+def item_vectors(idx: torch.Tensor, id_weight: torch.Tensor, tag_weight: torch.Tensor, item_tags: torch.Tensor,
+                 max_norm: float | None) -> torch.Tensor:
+    """(...,) item indices -> (..., id_dim + tag_dim): concat(clipped ID embedding, mean of the tag embeddings),
+    zero at padding. A function of the tables, so an exported user tower (t2diff/model/aot.py) can take the tables as
+    inputs and keep working when the catalogue grows."""
+    ide = clip_norm(id_weight[idx], max_norm)  # (..., id_dim)
+    tags = item_tags[idx]  # (..., T)
+    tm = (tags > 0).unsqueeze(-1).to(ide.dtype)
+    te = (tag_weight[tags] * tm).sum(-2) / tm.sum(-2).clamp_min(1.0)  # (..., tag_dim)
+    return torch.cat([ide, te], dim=-1) * (idx > 0).unsqueeze(-1).to(ide.dtype)
+
+
 class ItemEmbedding(nn.Module):
     """(...,) item indices -> (..., edim) raw item vectors; owns the ID/tag tables and the item_tags buffer."""
 
@@ -46,11 +58,7 @@ class ItemEmbedding(nn.Module):
         return self.item_tags.shape[0] - 1
 
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
-        ide = clip_norm(self.id_weight[idx], self.cfg.emb_max_norm)  # (..., id_dim)
-        tags = self.item_tags[idx]  # (..., T)
-        tm = (tags > 0).unsqueeze(-1).to(ide.dtype)
-        te = (self.tag_weight[tags] * tm).sum(-2) / tm.sum(-2).clamp_min(1.0)  # (..., tag_dim)
-        return torch.cat([ide, te], dim=-1) * (idx > 0).unsqueeze(-1).to(ide.dtype)
+        return item_vectors(idx, self.id_weight, self.tag_weight, self.item_tags, self.cfg.emb_max_norm)
 
     def lookup(self, idx: torch.Tensor) -> torch.Tensor:
         """``forward(idx)`` computed once per catalogue row and gathered, when ``idx`` has more entries than the

@@ -173,8 +173,8 @@ def test_version_swap_under_concurrent_requests_drops_nothing(app):
     time.sleep(1.0)
     torch.manual_seed(1)
     v2 = world.publish(build_model(world.model_cfg, torch.as_tensor(world.catalog.tags)))
-    # fused: the new version's weights go into the AOT package built for version 1 (serving/aot.py); the deadline
-    # would also cover building a package (~45 s of CPU on a 2-core box, ~2 min under this test's load)
+    # fused: the new version's weights go into a container of the library built for version 1 (t2diff/model/aot.py);
+    # the deadline would also cover building one (~45 s of CPU on a 2-core box, ~2 min under this test's load)
     deadline = time.time() + 240
     while time.time() < deadline and not any(v == str(v2) for _, v, _ in results[-20:]):
         time.sleep(0.2)

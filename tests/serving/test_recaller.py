@@ -65,35 +65,62 @@ def test_recaller_sheds_past_deadline(tiny):
 
 
 def test_compiled_user_tower_matches_eager_and_runs_before_going_live(tiny):
-    """AOTInductor U-Net == eager U-Net (same noise), for batch 1 and a larger batch (dynamic batch dim)."""
+    """The AOT-compiled user tower == the eager one (same noise), for batch 1 and a larger batch (dynamic batch
+    dimension), at the model's own step count and at fewer steps."""
+    import functools
+
     cat, cfg = tiny[:2]
     prepared = []
 
-    def prepare(lm):
-        compile_user_tower(lm)
+    def prepare(lm, steps=None):
+        compile_user_tower(lm, steps)
         prepared.append(lm.version)
 
-    compiled, eager = _provider(tiny, prepare=prepare), _provider(tiny)
-    assert prepared == [1]  # compiled inside load, before current() could hand it out
-    assert compiled.current().model.diffusion.denoiser is not compiled.current().model.diffusion.unet
     feats = StaticFeatures({u: History(cat.raw_ids[u:u + 3 + u % 7].tolist(), None) for u in range(1, 12)})
-    for users in ([1], list(range(1, 12))):
-        a = UserEncoder(compiled, feats, seed=3, reseed_per_batch=True).encode_batch(users)
-        b = UserEncoder(eager, feats, seed=3, reseed_per_batch=True).encode_batch(users)
-        va, vb = np.array([r.vector for r in a]), np.array([r.vector for r in b])
-        assert va.shape == (len(users), cfg.user_dim)
-        assert np.allclose(va, vb, atol=1e-4), np.abs(va - vb).max()
+    for steps in (None, 3):
+        compiled, eager = _provider(tiny, prepare=functools.partial(prepare, steps=steps)), _provider(tiny)
+        assert prepared[-1] == 1  # compiled inside load, before current() could hand it out
+        tower = compiled.current().model._compiled_tower
+        assert tower is not None and tower.num_steps == (steps or cfg.diffusion_steps)
+        for users in ([1], list(range(1, 12))):
+            a = UserEncoder(compiled, feats, seed=3, reseed_per_batch=True, num_steps=steps).encode_batch(users)
+            b = UserEncoder(eager, feats, seed=3, reseed_per_batch=True, num_steps=steps).encode_batch(users)
+            va, vb = np.array([r.vector for r in a]), np.array([r.vector for r in b])
+            assert va.shape == (len(users), cfg.user_dim)
+            assert np.allclose(va, vb, atol=1e-4), np.abs(va - vb).max()
+        # a step count the library was not built for runs eagerly, with the same result as the eager model
+        other = 5
+        a = UserEncoder(compiled, feats, seed=3, reseed_per_batch=True, num_steps=other).encode_batch([1, 2])
+        b = UserEncoder(eager, feats, seed=3, reseed_per_batch=True, num_steps=other).encode_batch([1, 2])
+        assert np.allclose([r.vector for r in a], [r.vector for r in b], atol=1e-6)
 
 
-def test_a_new_version_reuses_the_compiled_package_with_its_own_weights(tiny, monkeypatch):
-    """Versions of one architecture share one AOTInductor package: the second gets its weights swapped in
-    (no child-process compile), and each loaded runner keeps computing with its own version's weights."""
+def _tower_inputs(model, cfg, B, steps, seed=0):
     import torch
 
-    from serving import aot
+    g = torch.Generator().manual_seed(seed)
+    hist = torch.randint(0, model.items.num_items + 1, (B, cfg.seq_len), generator=g)  # (B, n), some padding
+    hist[:, :cfg.seq_len // 3] = 0
+    ts = torch.where(hist > 0, torch.randint(1, 10**9, (B, cfg.seq_len), generator=g), 0)
+    noise = torch.randn(model.diffusion.noise_shape(B, cfg.seq_len, cfg.edim, steps), generator=g)
+    it = model.items
+    return hist, ts, ts.amax(1), noise, it.id_weight.detach(), it.tag_weight.detach(), it.item_tags
+
+
+def test_a_new_version_reuses_the_compiled_library_with_its_own_weights(tiny, monkeypatch):
+    """Versions of one architecture share one compiled library: the second gets its weights loaded into its own
+    container (no child-process compile), each computes with its own version's weights, a grown catalogue runs
+    on the same library (the item tables are inputs), and a different architecture gets a different key."""
+    import gc
+
+    import torch
+
+    from t2diff.model import aot
     from t2diff.model import ModelConfig, build_model
+    from t2diff.model.t2diff import encode_from_noise
 
     cat, cfg, m1, m2 = tiny
+    steps = cfg.diffusion_steps
     r1 = aot.compile_in_child(m1, cfg.seq_len)  # built here (or by the test above: same architecture)
 
     def no_child(*a, **k):
@@ -101,30 +128,68 @@ def test_a_new_version_reuses_the_compiled_package_with_its_own_weights(tiny, mo
 
     monkeypatch.setattr(aot.subprocess, "run", no_child)
     r2 = aot.compile_in_child(m2, cfg.seq_len)
-    u1, u2 = m1.diffusion.unet, m2.diffusion.unet
-    L = u1.padded_length(cfg.seq_len)
-    g = torch.Generator().manual_seed(0)
-    for B in (1, 5):
-        z, x = torch.randn(B, L, cfg.edim, generator=g), torch.randn(B, L, cfg.edim, generator=g)
-        t = torch.tensor(3)
-        with torch.no_grad():
-            e1, e2 = u1(z, x, t), u2(z, x, t)
-        assert not torch.allclose(e1, e2, atol=1e-3)  # two versions, two sets of weights
-        torch.testing.assert_close(r1(z, x, t), e1, atol=1e-5, rtol=1e-4)
-        torch.testing.assert_close(r2(z, x, t), e2, atol=1e-5, rtol=1e-4)
-    # no reference cycles per call (the package's own __call__ makes one per call through torch's pytree): their
-    # collection stalls a serving replica under load
-    import gc
 
+    def eager(m, inputs):
+        with torch.no_grad():
+            return encode_from_noise(m.diffusion, m.user_tower, m.cfg, *inputs[:4], steps, *inputs[4:])
+
+    for B in (1, 5):
+        inputs = _tower_inputs(m1, cfg, B, steps)
+        e1, e2 = eager(m1, inputs), eager(m2, inputs)
+        assert not torch.allclose(e1, e2, atol=1e-3)  # two versions, two sets of weights
+        torch.testing.assert_close(r1(*inputs), e1, atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(r2(*inputs), e2, atol=1e-5, rtol=1e-4)
+    # the catalogue grows (the stream trainer's new items): same key, same library, bigger tables as inputs
+    m2.add_items(torch.ones(7, cfg.max_tags, dtype=torch.long))
+    assert aot.arch_key(m2, cfg.seq_len, steps) == aot.arch_key(m1, cfg.seq_len, steps)
+    r3 = aot.compile_in_child(m2, cfg.seq_len)
+    inputs = _tower_inputs(m2, cfg, 4, steps, seed=1)
+    inputs[0][:, -1] = m2.items.num_items  # a new item as the latest event
+    torch.testing.assert_close(r3(*inputs), eager(m2, inputs), atol=1e-5, rtol=1e-4)
+    # no reference cycles per call: their collection stalls a serving replica under load
     gc.collect()
     gc.disable()
     try:
         for _ in range(50):
-            r1(z, x, t)
+            r1(*_tower_inputs(m1, cfg, 2, steps))
         assert gc.collect() == 0
     finally:
         gc.enable()
     other = build_model(ModelConfig(num_items=cat.num_items, num_tags=cat.num_tags, max_tags=cat.max_tags,
                                     diffusion_steps=8, step_weight=0.5), torch.as_tensor(cat.tags))
-    assert aot.arch_key(other.diffusion.unet, cfg.seq_len) != aot.arch_key(u1, cfg.seq_len)
-    assert aot.arch_key(u2, cfg.seq_len) == aot.arch_key(u1, cfg.seq_len)
+    assert aot.arch_key(other, cfg.seq_len, steps) != aot.arch_key(m1, cfg.seq_len, steps)
+    assert aot.arch_key(m1, cfg.seq_len, 3) != aot.arch_key(m1, cfg.seq_len, steps)
+
+
+def test_the_compiled_tower_runs_without_the_gil(tiny):
+    """While one thread is inside the compiled tower, another thread keeps running Python: the largest pause
+    the main thread sees during the call is a small part of the call (holding the GIL, it would be all of it)."""
+    import threading
+
+    from t2diff.model import aot
+
+    cat, cfg, m1, _ = tiny
+    tower = aot.compile_in_child(m1, cfg.seq_len)
+    inputs = _tower_inputs(m1, cfg, 4096, cfg.diffusion_steps)
+    tower(*inputs)  # warm
+    span: list[float] = []
+    started = threading.Event()
+
+    def work():
+        started.set()
+        t0 = time.perf_counter()
+        tower(*inputs)
+        span.extend([t0, time.perf_counter()])
+
+    th = threading.Thread(target=work)
+    ticks = []
+    th.start()
+    started.wait()
+    while th.is_alive():
+        ticks.append(time.perf_counter())
+    th.join()
+    t0, t1 = span
+    inside = [t for t in ticks if t0 <= t <= t1]
+    assert t1 - t0 > 0.02, "the call is too short to tell"
+    gaps = np.diff([t0, *inside, t1])
+    assert gaps.max() < 0.5 * (t1 - t0), (gaps.max(), t1 - t0)
