@@ -101,7 +101,8 @@ def _cmd_bench_serve(args: argparse.Namespace) -> int:
                           baseline_path=Path(args.baseline) if args.baseline else None, k=args.k,
                           index=args.index, topology=args.topology, compile_encoder=args.compile,
                           wait_ms=args.wait_ms, haproxy=args.haproxy, in_thread=not args.inline,
-                          loadgen_gc=args.loadgen_gc, index_uri=args.index_uri, cputrace=not args.no_cputrace)
+                          loadgen_gc=args.loadgen_gc, index_uri=args.index_uri, cputrace=not args.no_cputrace,
+                          switch_interval_ms=args.switch_interval_ms)
     cmd = "t2diff " + " ".join(sys.argv[1:]) if sys.argv and "bench" in sys.argv else "t2diff bench serve"
     md = bench.markdown(res, cmd)
     print(md)
@@ -159,8 +160,10 @@ def register(groups) -> None:
     b.add_argument("--topology", default="split", choices=["split", "fused", "local"],
                    help="split: Ingress -> UserEncoder + Retriever; fused: Ingress -> Recaller (one hop); "
                         "local: the Recaller inside the ingress replica (no hop)")
-    b.add_argument("--compile", action="store_true", help="AOT-compile the user tower's U-Net (encoder_compile)")
+    b.add_argument("--compile", action="store_true", help="AOT-compile the whole user tower, run without the GIL (encoder_compile)")
     b.add_argument("--wait-ms", type=float, default=2.0, help="@serve.batch window of the encoder / recaller")
+    b.add_argument("--switch-interval-ms", type=float, default=None,
+                   help="GIL switch interval in the replicas (serving.switch_interval_ms; default Python's 5 ms)")
     b.add_argument("--inline", action="store_true",
                    help="run the Recaller's batches on the event loop instead of a worker thread (batch.in_thread)")
     b.add_argument("--loadgen-gc", action="store_true",

@@ -172,14 +172,19 @@ def encoder(settings: ServingSettings, source: str, device: str = "cpu") -> User
                        reverse=settings.encoder_reverse)
 
 
-def settle_gc(threshold: int) -> None:
+def settle_gc(threshold: int, switch_interval_ms: float | None = None) -> None:
     """End of a replica's start-up: freeze what exists (never collected again: the models, catalogues and
-    imported libraries live as long as the replica) and collect the young generation less often.
+    imported libraries live as long as the replica) and collect the young generation less often; set the
+    GIL switch interval when given (settings.switch_interval_ms says why).
 
     Why: a full collection walks every tracked object; in an ingress replica with the user towers loaded that is
     ~240k objects (torch, Ray, FastAPI, pydantic) and 113 ms measured on the 2-core box, a stall for every request
     in flight, a few times a minute under load: the p99 tail. 0 keeps Python's defaults.
     """
+    if switch_interval_ms is not None:
+        import sys
+
+        sys.setswitchinterval(switch_interval_ms / 1000.0)
     if not threshold:
         return
     gc.collect()

@@ -98,7 +98,7 @@ class EncoderDeployment(_EncoderReplica):
         from serving import components
 
         self._init_encoder(source, settings)
-        components.settle_gc(self.s.gc_threshold)
+        components.settle_gc(self.s.gc_threshold, self.s.switch_interval_ms)
 
     async def _batch(self, reqs: list[tuple[int, float]]) -> list[EncodeResult]:
         # off the event loop so the next batch keeps filling while this one runs the user tower
@@ -122,7 +122,7 @@ class RecallerReplica(_EncoderReplica):
         retriever = components.retriever(self.s, source)
         getattr(retriever.searcher, "warm", lambda: None)()
         self.recaller = Recaller(self.encoder, retriever)
-        components.settle_gc(self.s.gc_threshold)
+        components.settle_gc(self.s.gc_threshold, self.s.switch_interval_ms)
 
     async def _batch(self, queries: list[tuple]) -> list[tuple[EncodeResult, Any]]:
         if not self.s.batch.in_thread:
@@ -147,7 +147,7 @@ class RetrieverDeployment:
         getattr(self.retriever.searcher, "warm", lambda: None)()  # connect to Milvus before traffic
         self._search = serve.batch(max_batch_size=self.s.batch.max_batch_size,
                                    batch_wait_timeout_s=self.s.batch.wait_ms / 1000.0)(self._batch)
-        components.settle_gc(self.s.gc_threshold)
+        components.settle_gc(self.s.gc_threshold, self.s.switch_interval_ms)
 
     async def _batch(self, queries: list[tuple]) -> list[SearchResult]:
         return await asyncio.to_thread(self.retriever.search_batch, queries)
@@ -258,7 +258,7 @@ class IngressDeployment:
         import serving.ingress
 
         serving.ingress.ACTIVE["core"] = self.core
-        components.settle_gc(self.s.gc_threshold)
+        components.settle_gc(self.s.gc_threshold, self.s.switch_interval_ms)
         self.core.metrics.watch_gc()
 
     def reconfigure(self, user_config: dict[str, Any]) -> None:

@@ -225,11 +225,13 @@ class UserEncoder:
             row_of.append(j)
         if rows:
             B = len(rows)
-            hist = torch.zeros((B, L), dtype=torch.long)  # (B, L) left-padded, most recent last
-            hist_ts = torch.zeros((B, L), dtype=torch.long)  # (B, L) ms, 0 at padding
+            # filled in numpy, wrapped once: a torch slice assignment per row cost ~2 % of the ingress's GIL time
+            hist_np = np.zeros((B, L), dtype=np.int64)  # (B, L) left-padded, most recent last
+            ts_np = np.zeros((B, L), dtype=np.int64)  # (B, L) ms, 0 at padding
             for b, (ii, tt) in enumerate(rows):
-                hist[b, L - len(ii):] = torch.from_numpy(ii)
-                hist_ts[b, L - len(tt):] = torch.from_numpy(tt)
+                hist_np[b, L - len(ii):] = ii
+                ts_np[b, L - len(tt):] = tt
+            hist, hist_ts = torch.from_numpy(hist_np), torch.from_numpy(ts_np)
             # "now" for the time-lag feature is the user's latest event unless the caller gave its own clock:
             # on replayed logs wall-clock time would be years past the history and far outside what the model
             # saw in training.

@@ -148,6 +148,10 @@ class ServingSettings(Section):
     # this many net allocations (components.settle_gc: a full collection over the unfrozen heap stalled requests
     # ~113 ms). 0 keeps Python's defaults.
     gc_threshold: int = Field(50_000, ge=0)
+    # Python's GIL switch interval in every replica (ms; None = Python's 5 ms). A thread returning from a call that
+    # released the GIL (the compiled user tower, a Milvus search) waits until the thread holding it (the event
+    # loop) reaches the interval, so at 5 ms each batch could wait up to 5 ms per release twice.
+    switch_interval_ms: float | None = Field(None, gt=0)
     encoder_replicas: int = Field(1, ge=1)
     retriever_replicas: int = Field(1, ge=1)
     ingress_replicas: int = Field(1, ge=1)

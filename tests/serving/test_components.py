@@ -252,6 +252,28 @@ def test_settle_gc_freezes_start_up_objects_and_raises_the_young_threshold():
         gc.set_threshold(*before)
 
 
+def test_settle_gc_sets_the_gil_switch_interval_only_when_configured():
+    import sys
+
+    from serving.components import settle_gc
+    from serving.settings import ServingSettings
+
+    before = sys.getswitchinterval()
+    try:
+        settle_gc(0)
+        assert sys.getswitchinterval() == before
+        settle_gc(0, 0.5)
+        assert sys.getswitchinterval() == 0.0005
+    finally:
+        sys.setswitchinterval(before)
+    assert ServingSettings().switch_interval_ms is None
+    import pydantic
+    import pytest
+
+    with pytest.raises(pydantic.ValidationError):
+        ServingSettings(switch_interval_ms=0)
+
+
 def test_gpu_graph_gets_the_configured_reverse_process(monkeypatch, tiny):
     """serving.encoder_reverse reaches the CUDA-graphed encoder; a U-Net the Triton kernel cannot run stays on
     the graphed PyTorch loop (the capture itself needs a GPU, so GraphedEncoder is replaced here)."""
