@@ -27,6 +27,7 @@ stream trainer publishes) gets its own container of the same library with its ow
 from __future__ import annotations
 
 import atexit
+import contextlib
 import ctypes
 import dataclasses
 import functools
@@ -230,7 +231,8 @@ class CompiledTower:
     def __del__(self) -> None:
         h = getattr(self, "_h", None)
         if h is not None and h.value:
-            self._lib.AOTInductorModelContainerDelete(h)
+            with contextlib.suppress(Exception):  # at interpreter exit the library may already be gone
+                self._lib.AOTInductorModelContainerDelete(h)
             self._h = None
 
 
@@ -285,7 +287,7 @@ def compile_in_child(model: Any, seq_len: int, num_steps: int | None = None, tim
             pkg.unlink(missing_ok=True)
             _LIBRARIES[key] = so
     tower = CompiledTower(so, _weights(model), steps)
-    log.info("AOT-compiled user tower (T=%d) %s in %.1f s", steps,
+    log.info("AOT-compiled user tower (T=%d, %d weights) %s in %.1f s", steps, tower.num_weights,
              "built in a child process" if compiled else "reused, weights loaded", time.perf_counter() - t0)
     return tower
 
