@@ -206,7 +206,7 @@ def run_bench(dataset: str | None, num_items: int, rates: list[float], duration_
               k: int = 20, index: str = "milvus", topology: str = "split", compile_encoder: bool = False,
               wait_ms: float = 2.0, haproxy: bool = False, in_thread: bool = True,
               loadgen_gc: bool = False, index_uri: str | None = None, cputrace: bool = True,
-              switch_interval_ms: float | None = None) -> dict[str, Any]:
+              switch_interval_ms: float | None = None, max_batch_size: int = 32) -> dict[str, Any]:
     import ray
     from ray import serve
 
@@ -228,7 +228,8 @@ def run_bench(dataset: str | None, num_items: int, rates: list[float], duration_
                         baseline_path=baseline_path,
                         treatment_index=index, index_uri=index_uri,
                         serving={"arms_file": str(arms_file), "arms_reload_s": 0.5, "encoder_steps": steps,
-                                 "batch": {"max_batch_size": 32, "wait_ms": wait_ms, "in_thread": in_thread},
+                                 "batch": {"max_batch_size": max_batch_size, "wait_ms": wait_ms,
+                                           "in_thread": in_thread},
                                  "topology": topology, "switch_interval_ms": switch_interval_ms,
                                  "encoder_compile": compile_encoder})
     port = _free_port()
@@ -242,7 +243,7 @@ def run_bench(dataset: str | None, num_items: int, rates: list[float], duration_
                            "arch": world.model_cfg.arch, "k": k,
                            "index": index if index_uri is None else f"{index} ({index_uri})", "topology": topology,
                            "encoder_compile": compile_encoder, "wait_ms": wait_ms, "in_thread": in_thread,
-                           "switch_interval_ms": switch_interval_ms,
+                           "switch_interval_ms": switch_interval_ms, "max_batch_size": max_batch_size,
                            "loadgen_gc": loadgen_gc, "phases": []}
 
     def phase(rate: float, dur: float, seed: int = 0) -> dict[str, Any]:
@@ -336,7 +337,8 @@ def markdown(res: dict[str, Any], command: str) -> str:
              f"topology {res.get('topology', 'split')}, encoder compile {res.get('encoder_compile', False)}, "
              f"batch window {res.get('wait_ms', 2.0):g} ms"
              + ("" if res.get("in_thread", True) else ", batches on the event loop")
-             + ("" if res.get("switch_interval_ms") is None else f", GIL switch interval {res['switch_interval_ms']:g} ms"),
+             + ("" if res.get("switch_interval_ms") is None else f", GIL switch interval {res['switch_interval_ms']:g} ms")
+             + ("" if res.get("max_batch_size", 32) != 1 else ", unbatched (max_batch_size 1)"),
              "", f"Command: `{command}`  ", f"Device: {res['device']}; wall time {res['wall_s']:.0f} s", "",
              "| source | offered rps | requests | p50 ms | p99 ms | mean ms | done rps | errors | fallbacks | "
              "load avg (1 min) | speed probe s | CPU ms/request by process |",

@@ -102,7 +102,7 @@ def _cmd_bench_serve(args: argparse.Namespace) -> int:
                           index=args.index, topology=args.topology, compile_encoder=args.compile,
                           wait_ms=args.wait_ms, haproxy=args.haproxy, in_thread=not args.inline,
                           loadgen_gc=args.loadgen_gc, index_uri=args.index_uri, cputrace=not args.no_cputrace,
-                          switch_interval_ms=args.switch_interval_ms)
+                          switch_interval_ms=args.switch_interval_ms, max_batch_size=args.max_batch_size)
     cmd = "t2diff " + " ".join(sys.argv[1:]) if sys.argv and "bench" in sys.argv else "t2diff bench serve"
     md = bench.markdown(res, cmd)
     print(md)
@@ -162,6 +162,8 @@ def register(groups) -> None:
                         "local: the Recaller inside the ingress replica (no hop)")
     b.add_argument("--compile", action="store_true", help="AOT-compile the whole user tower, run without the GIL (encoder_compile)")
     b.add_argument("--wait-ms", type=float, default=2.0, help="@serve.batch window of the encoder / recaller")
+    b.add_argument("--max-batch-size", type=int, default=32,
+                   help="encoder / recaller batch size (serving.batch.max_batch_size; 1 = no batch queue)")
     b.add_argument("--switch-interval-ms", type=float, default=None,
                    help="GIL switch interval in the replicas (serving.switch_interval_ms; default Python's 5 ms)")
     b.add_argument("--inline", action="store_true",

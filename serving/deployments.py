@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 class _EncoderReplica:
     """What an encoder replica does besides encoding: build the user tower on the right device, follow the
     registry on a poller, apply ``user_config``, batch concurrent calls. Shared by the UserEncoder and the
-    Recaller; each defines ``_batch(list) -> list`` and calls ``self._run(one)``."""
+    Recaller; each defines ``_batch(list) -> list`` and calls ``self._call(one)``."""
 
     def _init_encoder(self, source: str, settings: dict[str, Any]) -> None:
         import torch
@@ -58,7 +58,17 @@ class _EncoderReplica:
         # Wrapping the bound method gives each instance its own queue.
         self._run = serve.batch(max_batch_size=self.s.batch.max_batch_size,
                                 batch_wait_timeout_s=self.s.batch.wait_ms / 1000.0)(self._batch)
+        self._max_batch = self.s.batch.max_batch_size
         self._poller: Any = None  # started on the first request, inside the replica's loop
+
+    async def _call(self, one: Any) -> Any:
+        """One request through the batch queue, or straight to ``_batch`` when batches are of one (nothing to
+        batch): Ray's queue costs the event loop ~10 % of an ingress's GIL time at 200 rps, and with the user
+        tower and the search both releasing the GIL, concurrent single-request batches in worker threads overlap
+        (benchmarks/serve.md, runs 43-45)."""
+        if self._max_batch == 1:
+            return (await self._batch([one]))[0]
+        return await self._run(one)
 
     def reconfigure(self, user_config: dict[str, Any]) -> None:
         """``user_config``: {"version": pin or null (follow the registry), "poll_s", "max_batch_size",
@@ -66,7 +76,8 @@ class _EncoderReplica:
         if "poll_s" in user_config:
             self.poll_s = float(user_config["poll_s"])
         if "max_batch_size" in user_config:
-            self._run.set_max_batch_size(int(user_config["max_batch_size"]))
+            self._max_batch = int(user_config["max_batch_size"])
+            self._run.set_max_batch_size(self._max_batch)
         if "wait_ms" in user_config:
             self._run.set_batch_wait_timeout_s(float(user_config["wait_ms"]) / 1000.0)
         if "num_steps" in user_config:
@@ -107,7 +118,7 @@ class EncoderDeployment(_EncoderReplica):
     async def encode(self, user_id: int, deadline: float) -> EncodeResult:
         """``deadline``: time.time() past which the ingress no longer waits (it falls back); shed if reached."""
         self._start_poller()
-        return await self._run((user_id, deadline))
+        return await self._call((user_id, deadline))
 
 
 class RecallerReplica(_EncoderReplica):
@@ -131,7 +142,7 @@ class RecallerReplica(_EncoderReplica):
 
     async def recall(self, user_id: int, k: int, exclude_seen: bool, deadline: float) -> tuple[EncodeResult, Any]:
         self._start_poller()
-        return await self._run((user_id, k, exclude_seen, deadline))
+        return await self._call((user_id, k, exclude_seen, deadline))
 
 
 RecallerDeployment = serve.deployment(name="Recaller", ray_actor_options={"num_cpus": 0})(RecallerReplica)

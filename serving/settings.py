@@ -102,6 +102,7 @@ class FeatureSourceConfig(_Strict):
 
 
 class BatchConfig(_Strict):
+    # 1 = no batching: each request goes straight to a worker thread, skipping Ray's batch queue
     max_batch_size: int = Field(32, ge=1, le=1024)
     wait_ms: float = Field(2.0, ge=0.0, le=100.0)
     # Run each batch (user tower + search) in a worker thread, so the replica's event loop keeps taking

@@ -298,3 +298,37 @@ def test_gpu_graph_gets_the_configured_reverse_process(monkeypatch, tiny):
         g = enc._graph_for(LoadedModel(m, cat, version=1, seq_len=cfg.seq_len, device="cuda"))
         assert isinstance(g, FakeGraphed) and made[-1] == (8, 5, want)
         assert enc._graph_for(LoadedModel(m, cat, version=1, seq_len=cfg.seq_len, device="cpu")) is None
+
+
+def test_batches_of_one_skip_the_batch_queue_and_reconfigure_switches_back():
+    """serving.batch.max_batch_size 1: a request goes straight to the replica's ``_batch`` (no Ray batch queue);
+    a larger size set by user_config sends requests through the queue again."""
+    import asyncio
+
+    from serving.deployments import RecallerReplica
+
+    class Queue:
+        def __init__(self):
+            self.size, self.calls = None, []
+
+        async def __call__(self, one):
+            self.calls.append(one)
+            return ("queued", one)
+
+        def set_max_batch_size(self, n):
+            self.size = n
+
+    r = object.__new__(RecallerReplica)  # the plain class, without Ray or a model
+    batches = []
+
+    async def batch(qs):
+        batches.append(qs)
+        return [("direct", q) for q in qs]
+
+    r._batch, r._run, r._max_batch = batch, Queue(), 1
+    assert asyncio.run(r._call((7, 5, True, 0.0))) == ("direct", (7, 5, True, 0.0))
+    assert batches == [[(7, 5, True, 0.0)]] and r._run.calls == []
+    r.reconfigure({"max_batch_size": 8})
+    assert r._run.size == 8 and r._max_batch == 8
+    assert asyncio.run(r._call((8, 5, True, 0.0))) == ("queued", (8, 5, True, 0.0))
+    assert len(batches) == 1
