@@ -61,10 +61,13 @@ def server_counts(url: str) -> dict[str, float]:
     for fam in text_string_to_metric_families(text):
         for smp in fam.samples:
             if fam.name == "t2diff_serve_gc_pause_seconds":
+                g = smp.labels.get("generation", "?")
                 if smp.name.endswith("_count"):
                     out["gc_count"] += smp.value
+                    out[f"gc_count_gen{g}"] = out.get(f"gc_count_gen{g}", 0.0) + smp.value
                 elif smp.name.endswith("_sum"):
                     out["gc_seconds"] += smp.value
+                    out[f"gc_seconds_gen{g}"] = out.get(f"gc_seconds_gen{g}", 0.0) + smp.value
             elif fam.name == "t2diff_serve_latency_seconds" and smp.labels.get("stage") == "end_to_end":
                 if smp.name.endswith("_count"):
                     out["e2e_count"] += smp.value
@@ -206,7 +209,8 @@ def run_bench(dataset: str | None, num_items: int, rates: list[float], duration_
               k: int = 20, index: str = "milvus", topology: str = "split", compile_encoder: bool = False,
               wait_ms: float = 2.0, haproxy: bool = False, in_thread: bool = True,
               loadgen_gc: bool = False, index_uri: str | None = None, cputrace: bool = True,
-              switch_interval_ms: float | None = None, max_batch_size: int = 32) -> dict[str, Any]:
+              switch_interval_ms: float | None = None, max_batch_size: int = 32,
+              threads: int = 0, gc_threshold: int | None = None) -> dict[str, Any]:
     import ray
     from ray import serve
 
@@ -229,8 +233,9 @@ def run_bench(dataset: str | None, num_items: int, rates: list[float], duration_
                         treatment_index=index, index_uri=index_uri,
                         serving={"arms_file": str(arms_file), "arms_reload_s": 0.5, "encoder_steps": steps,
                                  "batch": {"max_batch_size": max_batch_size, "wait_ms": wait_ms,
-                                           "in_thread": in_thread},
+                                           "in_thread": in_thread, "threads": threads},
                                  "topology": topology, "switch_interval_ms": switch_interval_ms,
+                                 **({} if gc_threshold is None else {"gc_threshold": gc_threshold}),
                                  "encoder_compile": compile_encoder})
     port = _free_port()
     s = load_settings(world.config_path, port=port)
@@ -244,6 +249,7 @@ def run_bench(dataset: str | None, num_items: int, rates: list[float], duration_
                            "index": index if index_uri is None else f"{index} ({index_uri})", "topology": topology,
                            "encoder_compile": compile_encoder, "wait_ms": wait_ms, "in_thread": in_thread,
                            "switch_interval_ms": switch_interval_ms, "max_batch_size": max_batch_size,
+                           "threads": threads, "gc_threshold": gc_threshold,
                            "loadgen_gc": loadgen_gc, "phases": []}
 
     def phase(rate: float, dur: float, seed: int = 0) -> dict[str, Any]:
@@ -251,8 +257,11 @@ def run_bench(dataset: str | None, num_items: int, rates: list[float], duration_
         c0 = server_counts(url)
         res = load(url, users, rate, dur, k, seed, loadgen_gc=loadgen_gc)
         c1 = server_counts(url)
-        d = {key: c1[key] - c0[key] for key in c0}
-        res["server_gc"] = {"count": int(d["gc_count"]), "total_ms": round(1000 * d["gc_seconds"], 1)}
+        d = {key: c1[key] - c0.get(key, 0.0) for key in c1}
+        res["server_gc"] = {"count": int(d["gc_count"]), "total_ms": round(1000 * d["gc_seconds"], 1),
+                            "by_generation": {key[len("gc_count_gen"):]: [int(d[key]), round(
+                                1000 * d.get("gc_seconds_gen" + key[len("gc_count_gen"):], 0.0), 1)]
+                                for key in sorted(d) if key.startswith("gc_count_gen") and d[key]}}
         res["server_over_15ms"] = int(d["e2e_count"] - d["e2e_le_15ms"])
         return res
 
@@ -338,7 +347,9 @@ def markdown(res: dict[str, Any], command: str) -> str:
              f"batch window {res.get('wait_ms', 2.0):g} ms"
              + ("" if res.get("in_thread", True) else ", batches on the event loop")
              + ("" if res.get("switch_interval_ms") is None else f", GIL switch interval {res['switch_interval_ms']:g} ms")
-             + ("" if res.get("max_batch_size", 32) != 1 else ", unbatched (max_batch_size 1)"),
+             + ("" if res.get("max_batch_size", 32) != 1 else ", unbatched (max_batch_size 1)")
+             + ("" if not res.get("threads") else f", {res['threads']} worker threads")
+             + ("" if res.get("gc_threshold") is None else f", young-generation GC threshold {res['gc_threshold']}"),
              "", f"Command: `{command}`  ", f"Device: {res['device']}; wall time {res['wall_s']:.0f} s", "",
              "| source | offered rps | requests | p50 ms | p99 ms | mean ms | done rps | errors | fallbacks | "
              "load avg (1 min) | speed probe s | CPU ms/request by process |",
@@ -360,8 +371,9 @@ def markdown(res: dict[str, Any], command: str) -> str:
             gcs = ""
             if "server_gc" in p:
                 sg, lg = p["server_gc"], p["loadgen_gc"]
-                gcs = (f"; GC server {sg['count']} / {sg['total_ms']} ms, "
-                       f"load generator {lg['count']} / {lg['total_ms']} ms")
+                gens = ", ".join(f"gen {g}: {c} / {ms} ms" for g, (c, ms) in sg.get("by_generation", {}).items())
+                gcs = (f"; GC server {sg['count']} / {sg['total_ms']} ms" + (f" ({gens})" if gens else "") +
+                       f", load generator {lg['count']} / {lg['total_ms']} ms")
             server = f" ({p['server_over_15ms']} by the ingress)" if "server_over_15ms" in p else ""
             lines.append(f"{p.get('phase', p['source'])} {p['rate']:.0f} rps: {p['p99_ms_by_10s']}, "
                          f"{p['over_15ms']} over 15 ms{server}{gcs}  ")

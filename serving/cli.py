@@ -102,7 +102,8 @@ def _cmd_bench_serve(args: argparse.Namespace) -> int:
                           index=args.index, topology=args.topology, compile_encoder=args.compile,
                           wait_ms=args.wait_ms, haproxy=args.haproxy, in_thread=not args.inline,
                           loadgen_gc=args.loadgen_gc, index_uri=args.index_uri, cputrace=not args.no_cputrace,
-                          switch_interval_ms=args.switch_interval_ms, max_batch_size=args.max_batch_size)
+                          switch_interval_ms=args.switch_interval_ms, max_batch_size=args.max_batch_size,
+                          threads=args.threads, gc_threshold=args.gc_threshold)
     cmd = "t2diff " + " ".join(sys.argv[1:]) if sys.argv and "bench" in sys.argv else "t2diff bench serve"
     md = bench.markdown(res, cmd)
     print(md)
@@ -164,6 +165,10 @@ def register(groups) -> None:
     b.add_argument("--wait-ms", type=float, default=2.0, help="@serve.batch window of the encoder / recaller")
     b.add_argument("--max-batch-size", type=int, default=32,
                    help="encoder / recaller batch size (serving.batch.max_batch_size; 1 = no batch queue)")
+    b.add_argument("--threads", type=int, default=0,
+                   help="worker threads for the encoder / recaller batches (serving.batch.threads; 0 = asyncio's default)")
+    b.add_argument("--gc-threshold", type=int, default=None,
+                   help="young-generation GC threshold in the replicas (serving.gc_threshold; default 50000)")
     b.add_argument("--switch-interval-ms", type=float, default=None,
                    help="GIL switch interval in the replicas (serving.switch_interval_ms; default Python's 5 ms)")
     b.add_argument("--inline", action="store_true",

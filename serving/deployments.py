@@ -59,7 +59,21 @@ class _EncoderReplica:
         self._run = serve.batch(max_batch_size=self.s.batch.max_batch_size,
                                 batch_wait_timeout_s=self.s.batch.wait_ms / 1000.0)(self._batch)
         self._max_batch = self.s.batch.max_batch_size
+        self._init_pool()
         self._poller: Any = None  # started on the first request, inside the replica's loop
+
+    def _init_pool(self) -> None:
+        self._pool: Any = None
+        if self.s.batch.threads:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._pool = ThreadPoolExecutor(self.s.batch.threads, thread_name_prefix=f"batch-{self.source}")
+
+    async def _in_thread(self, fn: Any, arg: Any) -> Any:
+        """``fn(arg)`` in a worker thread: the replica's own pool (``batch.threads``) or asyncio's default."""
+        if self._pool is None:
+            return await asyncio.to_thread(fn, arg)
+        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, arg)
 
     async def _call(self, one: Any) -> Any:
         """One request through the batch queue, or straight to ``_batch`` when batches are of one (nothing to
@@ -113,7 +127,7 @@ class EncoderDeployment(_EncoderReplica):
 
     async def _batch(self, reqs: list[tuple[int, float]]) -> list[EncodeResult]:
         # off the event loop so the next batch keeps filling while this one runs the user tower
-        return await asyncio.to_thread(self.encoder.encode_batch, [u for u, _ in reqs], [d for _, d in reqs])
+        return await self._in_thread(lambda r: self.encoder.encode_batch([u for u, _ in r], [d for _, d in r]), reqs)
 
     async def encode(self, user_id: int, deadline: float) -> EncodeResult:
         """``deadline``: time.time() past which the ingress no longer waits (it falls back); shed if reached."""
@@ -138,7 +152,7 @@ class RecallerReplica(_EncoderReplica):
     async def _batch(self, queries: list[tuple]) -> list[tuple[EncodeResult, Any]]:
         if not self.s.batch.in_thread:
             return self.recaller.recall_batch(queries)
-        return await asyncio.to_thread(self.recaller.recall_batch, queries)
+        return await self._in_thread(self.recaller.recall_batch, queries)
 
     async def recall(self, user_id: int, k: int, exclude_seen: bool, deadline: float) -> tuple[EncodeResult, Any]:
         self._start_poller()

@@ -109,6 +109,10 @@ class BatchConfig(_Strict):
     # requests meanwhile. False runs it on the event loop: no GIL hand-offs between the loop and the worker
     # (a thread waiting for the GIL can wait a whole switch interval, 5 ms), for batches that are CPU work anyway.
     in_thread: bool = True
+    # Worker threads for those batches: 0 = asyncio's default executor (min(32, cores + 4) threads). A few
+    # threads suffice (the user tower and the search release the GIL, the rest is Python that one GIL runs
+    # one at a time); more only contend for the GIL when a burst puts every one of them to work at once.
+    threads: int = Field(0, ge=0, le=64)
 
 
 class ServingSettings(Section):

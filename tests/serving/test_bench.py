@@ -52,6 +52,7 @@ def test_server_counts_reads_gc_pauses_and_the_end_to_end_tail_from_metrics(monk
     c = bench.server_counts("http://x")
     assert c["e2e_count"] == 5 and c["e2e_count"] - c["e2e_le_15ms"] == 2
     assert c["gc_count"] == 2 and abs(c["gc_seconds"] - 0.032) < 1e-9
+    assert c["gc_count_gen0"] == 1 and c["gc_count_gen2"] == 1 and abs(c["gc_seconds_gen2"] - 0.030) < 1e-9
 
 
 def test_a_world_on_a_milvus_server_leaves_the_server_running(monkeypatch, tmp_path):

@@ -332,3 +332,45 @@ def test_batches_of_one_skip_the_batch_queue_and_reconfigure_switches_back():
     assert r._run.size == 8 and r._max_batch == 8
     assert asyncio.run(r._call((8, 5, True, 0.0))) == ("queued", (8, 5, True, 0.0))
     assert len(batches) == 1
+
+
+def test_batch_threads_bound_the_worker_pool():
+    """serving.batch.threads N: the replica's batches run in its own pool of N threads (never more at once),
+    0 keeps asyncio's default executor."""
+    import asyncio
+    import threading
+    import time as _time
+
+    from serving.deployments import RecallerReplica
+    from serving.settings import ServingSettings
+
+    class Recaller:
+        def __init__(self):
+            self.lock, self.now, self.peak, self.names = threading.Lock(), 0, 0, set()
+
+        def recall_batch(self, qs):
+            with self.lock:
+                self.now += 1
+                self.peak = max(self.peak, self.now)
+                self.names.add(threading.current_thread().name)
+            _time.sleep(0.02)
+            with self.lock:
+                self.now -= 1
+            return [("ok", q) for q in qs]
+
+    def replica(threads):
+        r = object.__new__(RecallerReplica)  # the plain class, without Ray or a model
+        r.s = ServingSettings.model_validate({"batch": {"max_batch_size": 1, "threads": threads}})
+        r.source, r._max_batch, r.recaller = "t2diff", 1, Recaller()
+        r._init_pool()
+        return r
+
+    async def burst(r, n):
+        return await asyncio.gather(*(r._call((u, 5, True, None)) for u in range(n)))
+
+    r = replica(2)
+    assert asyncio.run(burst(r, 8)) == [("ok", (u, 5, True, None)) for u in range(8)]
+    assert r.recaller.peak == 2 and all(n.startswith("batch-t2diff") for n in r.recaller.names)
+    d = replica(0)
+    asyncio.run(burst(d, 8))
+    assert d.recaller.peak > 2 and not any(n.startswith("batch-") for n in d.recaller.names)

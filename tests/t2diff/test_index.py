@@ -38,6 +38,12 @@ def test_round_trip_matches_torch_inner_product(index):
     got_ex = index.search(q, k=20, exclude=ex)
     for b in range(6):
         assert [r for r, _ in got_ex[b]] == ids[top.indices[b, 3:23].numpy()].tolist()
+        assert index.search(q[b], k=20, exclude=[ex[b]]) == [got_ex[b]]  # one query alone: the same
+    # a long exclusion list (a full history) still returns k, none of them excluded
+    many = ids[top.indices[0, :60].numpy()].tolist()
+    one = index.search(q[0], k=20, exclude=[many])[0]
+    assert len(one) == 20 and not set(r for r, _ in one) & set(many)
+    assert [r for r, _ in one] == [r for r, _ in index.search(q[:1], k=80)[0] if r not in set(many)][:20]
     assert index.live_version() == 1 and index.count() == 3000
 
 
@@ -193,6 +199,7 @@ def test_milvus_server_round_trip_atomic_switch_and_rollback(milvus_server_uri):
         assert [r for r, _ in got[b]] == ids[top.indices[b, :20].numpy()].tolist()
         np.testing.assert_allclose([s for _, s in got[b]], top.values[b, :20].numpy(), rtol=1e-4, atol=1e-4)
         assert [r for r, _ in got_ex[b]] == ids[top.indices[b, 3:23].numpy()].tolist()
+        assert idx.search(q[b], k=20, exclude=[ex[b]]) == [got_ex[b]]  # one query alone: the same
     assert idx.live_version() == 1 and idx.count() == 3000
 
     n, k = 400, 50
