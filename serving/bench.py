@@ -258,10 +258,10 @@ def run_bench(dataset: str | None, num_items: int, rates: list[float], duration_
         res = load(url, users, rate, dur, k, seed, loadgen_gc=loadgen_gc)
         c1 = server_counts(url)
         d = {key: c1[key] - c0.get(key, 0.0) for key in c1}
+        gens = sorted(key[len("gc_count_gen"):] for key in d if key.startswith("gc_count_gen") and d[key])
         res["server_gc"] = {"count": int(d["gc_count"]), "total_ms": round(1000 * d["gc_seconds"], 1),
-                            "by_generation": {key[len("gc_count_gen"):]: [int(d[key]), round(
-                                1000 * d.get("gc_seconds_gen" + key[len("gc_count_gen"):], 0.0), 1)]
-                                for key in sorted(d) if key.startswith("gc_count_gen") and d[key]}}
+                            "by_generation": {g: [int(d[f"gc_count_gen{g}"]),
+                                                  round(1000 * d.get(f"gc_seconds_gen{g}", 0.0), 1)] for g in gens}}
         res["server_over_15ms"] = int(d["e2e_count"] - d["e2e_le_15ms"])
         return res
 

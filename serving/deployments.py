@@ -69,11 +69,11 @@ class _EncoderReplica:
 
             self._pool = ThreadPoolExecutor(self.s.batch.threads, thread_name_prefix=f"batch-{self.source}")
 
-    async def _in_thread(self, fn: Any, arg: Any) -> Any:
-        """``fn(arg)`` in a worker thread: the replica's own pool (``batch.threads``) or asyncio's default."""
+    async def _in_thread(self, fn: Any, *args: Any) -> Any:
+        """``fn(*args)`` in a worker thread: the replica's own pool (``batch.threads``) or asyncio's default."""
         if self._pool is None:
-            return await asyncio.to_thread(fn, arg)
-        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, arg)
+            return await asyncio.to_thread(fn, *args)
+        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
 
     async def _call(self, one: Any) -> Any:
         """One request through the batch queue, or straight to ``_batch`` when batches are of one (nothing to
@@ -127,7 +127,7 @@ class EncoderDeployment(_EncoderReplica):
 
     async def _batch(self, reqs: list[tuple[int, float]]) -> list[EncodeResult]:
         # off the event loop so the next batch keeps filling while this one runs the user tower
-        return await self._in_thread(lambda r: self.encoder.encode_batch([u for u, _ in r], [d for _, d in r]), reqs)
+        return await self._in_thread(self.encoder.encode_batch, [u for u, _ in reqs], [d for _, d in reqs])
 
     async def encode(self, user_id: int, deadline: float) -> EncodeResult:
         """``deadline``: time.time() past which the ingress no longer waits (it falls back); shed if reached."""
