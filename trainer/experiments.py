@@ -30,6 +30,10 @@ SASREC_DESIGNS = {"sasrec_order": ("sasrec order-free", {"sasrec_order": False})
                   "sasrec_paper": ("sasrec as in the official code", {"sasrec_design": "paper"})}
 
 
+TUNE_LRS = (0.001, 0.003, 0.01)  # kuairand_tune: official KuaiRand lr 0.003 in the middle
+TUNE_DROPOUTS = (0.0, 0.2)
+
+
 @dataclass
 class RunSpec:
     group: str  # table the run belongs to (table2, table2_e64, table3, table4, kuairand, protocol_l, users1-2999)
@@ -48,9 +52,10 @@ class RunSpec:
 
 def grid(suites: list[str], seeds: list[int], large_edim: int = 64, l_epochs: int = 20,
          l_per_user: int | None = 30) -> list[RunSpec]:
-    """The runs behind each table. Suite names: table2, table2_large, table3, table4, kuairand, protocol_l,
-    users1-2999, train_next (x̂ at training: official vs from noise), sasrec_order (the official in-house
-    SASRec's order-free design), sasrec_paper (that baseline as written), smoke (tiny, for tests)."""
+    """The runs behind each table. Suite names: table2, table2_large, table3, table4, kuairand, kuairand_edim
+    (every arch at edim 16 and ``large_edim``), kuairand_tune (every arch over the same lr x dropout grid), protocol_l, users1-2999, train_next (x̂ at training: official vs
+    from noise), sasrec_order (the official in-house SASRec's order-free design), sasrec_paper (that baseline as
+    written), smoke (tiny, for tests)."""
     out: list[RunSpec] = []
     for suite in suites:  # suites in the order given (priority), seeds inside: a deadline cuts the tail
         for s in seeds:
@@ -67,6 +72,14 @@ def grid(suites: list[str], seeds: list[int], large_edim: int = 64, l_epochs: in
                         for t in (10, 200)]
             elif suite == "kuairand":
                 out += [RunSpec("kuairand", a, "kuairand", a, seed=s) for a in TABLE2_ARCHS]
+            elif suite == "kuairand_edim":  # every arch with larger item vectors (official edim 4): does a size
+                for e in (16, large_edim):   # that lets the towers fit more change who wins on R@100?
+                    out += [RunSpec(f"kuairand_e{e}", a, "kuairand", a, seed=s, model={"edim": e}) for a in TABLE2_ARCHS]
+            elif suite == "kuairand_tune":  # the same small search for every arch (lr x dropout), the setting
+                # chosen per arch on validation by select_on_validation; labels are "arch | setting"
+                out += [RunSpec("kuairand_tune", f"{a} | lr={lr:g} dropout={d:g}", "kuairand", a, seed=s,
+                                model={"dropout": d}, train={"lr": lr})
+                        for a in TABLE2_ARCHS for lr in TUNE_LRS for d in TUNE_DROPOUTS]
             elif suite == "users1-2999":
                 out += [RunSpec("users1-2999", a, "ml-1m-users1-2999", a, seed=s) for a in TABLE2_ARCHS]
             elif suite == "protocol_l":
@@ -202,6 +215,69 @@ def summarize(results: list[dict[str, Any]]) -> dict[tuple[str, str], dict[str, 
     return rows
 
 
+def paired_diff(results: list[dict[str, Any]], group: str, a: str, b: str, metric: str) -> list[float]:
+    """Per-seed differences a - b on ``metric`` in ``group`` over the seeds both finished. Both rows of one seed
+    share its split, so the paired spread is what decides "a >= b", not the two rows' own spreads."""
+    by: dict[str, dict[int, float]] = defaultdict(dict)
+    for r in results:
+        sp = r["spec"]
+        if "error" not in r and sp["group"] == group and sp["label"] in (a, b):
+            by[sp["label"]][sp["seed"]] = r["test"][metric]
+    return [by[a][s] - by[b][s] for s in sorted(set(by[a]) & set(by[b]))]
+
+
+def select_on_validation(results: list[dict[str, Any]], group: str) -> list[dict[str, Any]]:
+    """For a group labelled "arch | setting": per arch, the setting with the best mean validation score over
+    seeds (one choice per arch, not per seed, so the test rows stay an honest estimate of that choice), with its
+    test metrics per seed. Sorted best test score first."""
+    rows = summarize([r for r in results if r["spec"]["group"] == group])
+    best: dict[str, tuple[float, str]] = {}
+    for (_, label), r in rows.items():
+        if " | " not in label or not r.get("val_select"):
+            continue
+        arch = label.split(" | ")[0]
+        v = float(np.mean(r["val_select"]))
+        if arch not in best or v > best[arch][0]:
+            best[arch] = (v, label)
+    out = [{"arch": a, "label": lab, "val": v, "n_settings": sum(1 for (_, l) in rows if l.startswith(a + " | ")),
+            "test": {k: rows[(group, lab)][k] for k in rows[(group, lab)] if "@" in k}}
+           for a, (v, lab) in best.items()]
+    return sorted(out, key=lambda o: -np.mean(o["test"][_main_recall(o["test"])]))
+
+
+def _metric_order(k: str) -> tuple[int, int]:
+    return ["recall", "mrr", "ndcg"].index(k.split("@")[0]), int(k.split("@")[1])
+
+
+def _main_recall(test: dict[str, Any]) -> str:
+    recalls = sorted((k for k in test if k.startswith("recall@")), key=lambda k: int(k.split("@")[1]))
+    return recalls[-1] if recalls else next(iter(test))
+
+
+def _selected_md(results: list[dict[str, Any]], group: str) -> list[str]:
+    sel = select_on_validation(results, group)
+    if not sel:
+        return []
+    main = _main_recall(sel[0]["test"])
+    metrics = sorted(sel[0]["test"], key=_metric_order)
+    md = [f"\n#### {group}: each arch at the setting chosen on validation (mean validation score over seeds)\n",
+          "| model | chosen setting | settings tried | val | " + " | ".join(metrics) + " |",
+          "|---" * (len(metrics) + 4) + "|"]
+    for o in sel:
+        md.append(f"| {o['arch']} | {o['label'].split(' | ', 1)[1]} | {o['n_settings']} | {o['val']:.4f} | "
+                  + " | ".join(_fmt(o["test"][m]) for m in metrics) + " |")
+    t2 = next((o for o in sel if o["arch"] == "t2diff"), None)
+    others = [o for o in sel if o["arch"] != "t2diff"]
+    if t2 and others:
+        b = max(others, key=lambda o: np.mean(o["test"][main]))
+        d = np.asarray(paired_diff(results, group, t2["label"], b["label"], main))
+        if len(d) > 1:
+            md.append(f"\nChosen T2Diff − chosen {b['arch']} (best other) on {main}, paired by seed: {d.mean():+.4f} ± "
+                      f"{d.std(ddof=1) / np.sqrt(len(d)):.4f} (standard error; T2Diff higher in {int((d > 0).sum())} "
+                      f"of {len(d)} seeds)")
+    return md
+
+
 def report(results: list[dict[str, Any]], out_dir: str | Path, header: str = "") -> str:
     """Markdown tables like the paper's (one per group) + the validation-curve plot; returns the markdown."""
     rows = summarize(results)
@@ -210,8 +286,7 @@ def report(results: list[dict[str, Any]], out_dir: str | Path, header: str = "")
         groups[g].append(label)
     md = [header] if header else []
     for g, labels in groups.items():
-        metrics = sorted({k for lab in labels for k in rows[(g, lab)] if "@" in k},
-                         key=lambda k: (["recall", "mrr", "ndcg"].index(k.split("@")[0]), int(k.split("@")[1])))
+        metrics = sorted({k for lab in labels for k in rows[(g, lab)] if "@" in k}, key=_metric_order)
         md += [f"\n### {g} ({rows[(g, labels[0])].get('dataset', '?')}, test split, mean ± std over seeds)\n",
                "| model | seeds | " + " | ".join(metrics) + " | best epoch | infer ms/user | wall s |",
                "|---" * (len(metrics) + 5) + "|"]
@@ -233,6 +308,16 @@ def report(results: list[dict[str, Any]], out_dir: str | Path, header: str = "")
         if base and main and (g, "t2diff") in rows and rows[(g, "t2diff")].get(main[-1]):
             t = np.mean(rows[(g, "t2diff")][main[-1]]) / max(np.mean(rows[(g, "sasrec")][main[-1]]), 1e-9) - 1
             md.append(f"\nT2Diff vs SASRec on {main[-1]} (same invocation): {t * 100:+.1f} %")
+        if main and rows.get((g, "t2diff"), {}).get(main[-1]):  # against the strongest other row, paired by seed
+            others = [lab for lab in labels if lab != "t2diff" and rows[(g, lab)].get(main[-1])]
+            if others:
+                best = max(others, key=lambda lab: np.mean(rows[(g, lab)][main[-1]]))
+                d = np.asarray(paired_diff(results, g, "t2diff", best, main[-1]))
+                if len(d) > 1:
+                    md.append(f"\nT2Diff − {best} (best other row) on {main[-1]}, paired by seed: {d.mean():+.4f} ± "
+                              f"{d.std(ddof=1) / np.sqrt(len(d)):.4f} (standard error; T2Diff higher in "
+                              f"{int((d > 0).sum())} of {len(d)} seeds)")
+        md += _selected_md(results, g)
     text = "\n".join(md) + "\n"
     Path(out_dir, "offline.md").write_text(text)
     plot_curves(results, Path(out_dir, "val_curves.png"))
@@ -240,7 +325,8 @@ def report(results: list[dict[str, Any]], out_dir: str | Path, header: str = "")
 
 
 def plot_curves(results: list[dict[str, Any]], path: str | Path) -> None:
-    """Validation selection metric per epoch, mean over seeds, one panel per group."""
+    """Validation selection metric per epoch, mean over seeds, one panel per group (in an "arch | setting"
+    group, each arch's setting chosen on validation)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -261,7 +347,10 @@ def plot_curves(results: list[dict[str, Any]], path: str | Path) -> None:
     fig, axes = plt.subplots((n + cols - 1) // cols, cols, figsize=(5 * cols, 3.6 * ((n + cols - 1) // cols)),
                              squeeze=False)
     for ax, (g, by_label) in zip(axes.flat, curves.items()):
+        chosen = {o["label"] for o in select_on_validation(results, g)}  # tuning groups: the chosen setting only
         for lab, runs in by_label.items():
+            if chosen and lab not in chosen:
+                continue
             L = max(len(c) for c in runs)
             arr = np.full((len(runs), L), np.nan)
             for i, c in enumerate(runs):

@@ -1,0 +1,67 @@
+"""The experiment grid's specs and the report's paired comparison (no training: hand-made results)."""
+import pytest
+
+from trainer.experiments import TABLE2_ARCHS, grid, paired_diff, report, select_on_validation
+
+
+def test_kuairand_edim_suite_runs_every_arch_at_two_sizes():
+    specs = grid(["kuairand_edim"], [0, 1], large_edim=32)
+    assert len(specs) == 2 * 2 * len(TABLE2_ARCHS)
+    assert {s.group for s in specs} == {"kuairand_e16", "kuairand_e32"}
+    assert all(s.dataset == "kuairand" and s.model == {"edim": int(s.group.split("_e")[1])} for s in specs)
+    assert len({s.run_id for s in specs}) == len(specs)  # resumable grid: ids must not collide
+    with pytest.raises(ValueError, match="unknown suite"):
+        grid(["kuairand_edims"], [0])
+
+
+def _res(group, label, seed, r100):
+    return {"spec": {"group": group, "label": label, "seed": seed}, "dataset": "kuairand",
+            "test": {"n": 100, "recall@10": r100 / 4, "recall@100": r100},
+            "val": {"recall@100": r100}, "config": {"select_metric": "recall@100"},
+            "best_epoch": 3, "wall_s": 1.0, "test_infer_ms_per_user": 0.1, "history": []}
+
+
+def test_paired_difference_against_the_best_other_row(tmp_path):
+    t2 = [0.30, 0.20, 0.25]
+    gru = [0.28, 0.22, 0.21]  # best other row by mean (0.2367 vs sasrec 0.20)
+    results = ([_res("g", "t2diff", s, v) for s, v in enumerate(t2)]
+               + [_res("g", "gru4rec", s, v) for s, v in enumerate(gru)]
+               + [_res("g", "sasrec", s, 0.20) for s in range(3)]
+               + [_res("g", "gru4rec", 7, 0.9)])  # a seed T2Diff lacks: not paired
+    d = paired_diff(results, "g", "t2diff", "gru4rec", "recall@100")
+    assert d == pytest.approx([0.02, -0.02, 0.04])
+    md = report(results, tmp_path)
+    # mean +0.0133, SE = std([.02, -.02, .04], ddof=1) / sqrt(3) = 0.0306 / 1.732 = 0.0176
+    assert "T2Diff − gru4rec (best other row) on recall@100, paired by seed: +0.0133 ± 0.0176" in md
+    assert "T2Diff higher in 2 of 3 seeds" in md
+
+
+def test_kuairand_tune_gives_every_arch_the_same_settings():
+    specs = grid(["kuairand_tune"], [3])
+    per_arch = {a: [s for s in specs if s.arch == a] for a in TABLE2_ARCHS}
+    assert {len(v) for v in per_arch.values()} == {6}
+    settings = {a: sorted(s.label.split(" | ")[1] for s in v) for a, v in per_arch.items()}
+    assert len({tuple(v) for v in settings.values()}) == 1  # same grid for every arch
+    s = next(s for s in specs if s.label == "t2diff | lr=0.01 dropout=0.2")
+    assert s.train == {"lr": 0.01} and s.model == {"dropout": 0.2} and s.dataset == "kuairand"
+
+
+def test_select_on_validation_chooses_by_validation_not_test(tmp_path):
+    def run(label, seed, val, test):
+        r = _res("tune", label, seed, test)
+        r["val"] = {"recall@100": val}
+        return r
+    results = []
+    for s in range(3):
+        # t2diff: setting "a" is better on validation, "b" on test: "a" must be chosen
+        results += [run("t2diff | a", s, 0.30, 0.20 + 0.01 * s), run("t2diff | b", s, 0.10, 0.40),
+                    run("gru4rec | a", s, 0.25, 0.22), run("gru4rec | b", s, 0.26, 0.19 + 0.02 * s)]
+    sel = {o["arch"]: o for o in select_on_validation(results, "tune")}
+    assert sel["t2diff"]["label"] == "t2diff | a" and sel["gru4rec"]["label"] == "gru4rec | b"
+    assert sel["t2diff"]["n_settings"] == 2 and sel["t2diff"]["val"] == pytest.approx(0.30)
+    assert sel["t2diff"]["test"]["recall@100"] == pytest.approx([0.20, 0.21, 0.22])
+    md = report(results, tmp_path)
+    assert "| t2diff | a | 2 | 0.3000 | 0.0525 ± 0.0025 | 0.2100 ± 0.0100 |" in md  # recall@10, recall@100
+    # chosen t2diff (0.20, 0.21, 0.22) - chosen gru4rec (0.19, 0.21, 0.23) = (+0.01, 0, -0.01)
+    assert "Chosen T2Diff − chosen gru4rec (best other) on recall@100, paired by seed: +0.0000 ± 0.0058" in md
+    assert (tmp_path / "val_curves.png").stat().st_size > 0
