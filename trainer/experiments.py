@@ -53,9 +53,9 @@ class RunSpec:
 def grid(suites: list[str], seeds: list[int], large_edim: int = 64, l_epochs: int = 20,
          l_per_user: int | None = 30) -> list[RunSpec]:
     """The runs behind each table. Suite names: table2, table2_large, table3, table4, kuairand, kuairand_edim
-    (every arch at edim 16 and ``large_edim``), kuairand_tune (every arch over the same lr x dropout grid), protocol_l, users1-2999, train_next (x̂ at training: official vs
-    from noise), sasrec_order (the official in-house SASRec's order-free design), sasrec_paper (that baseline as
-    written), smoke (tiny, for tests)."""
+    (every arch at edim 16 and ``large_edim``), kuairand_tune (every arch over the same lr x dropout grid),
+    protocol_l, users1-2999, users1-2999_large, train_next (x̂ at training: official vs from noise), sasrec_order
+    (the official in-house SASRec's order-free design), sasrec_paper (that baseline as written), smoke (tiny)."""
     out: list[RunSpec] = []
     for suite in suites:  # suites in the order given (priority), seeds inside: a deadline cuts the tail
         for s in seeds:
@@ -82,6 +82,9 @@ def grid(suites: list[str], seeds: list[int], large_edim: int = 64, l_epochs: in
                         for a in TABLE2_ARCHS for lr in TUNE_LRS for d in TUNE_DROPOUTS]
             elif suite == "users1-2999":
                 out += [RunSpec("users1-2999", a, "ml-1m-users1-2999", a, seed=s) for a in TABLE2_ARCHS]
+            elif suite == "users1-2999_large":  # the file-order set with larger item vectors (official edim 4)
+                out += [RunSpec(f"users1-2999_e{large_edim}", a, "ml-1m-users1-2999", a, seed=s,
+                                model={"edim": large_edim}) for a in ("t2diff", "sasrec", "gru4rec", "mixed_attention")]
             elif suite == "protocol_l":
                 out += [RunSpec("protocol_l", a, "ml-1m", a, "L", seed=s,
                                 train={"max_epochs": l_epochs, "patience": 4, "l_train_per_user": l_per_user})

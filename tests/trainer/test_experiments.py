@@ -12,6 +12,9 @@ def test_kuairand_edim_suite_runs_every_arch_at_two_sizes():
     assert len({s.run_id for s in specs}) == len(specs)  # resumable grid: ids must not collide
     with pytest.raises(ValueError, match="unknown suite"):
         grid(["kuairand_edims"], [0])
+    large = grid(["users1-2999_large"], [4], large_edim=48)
+    assert {(s.group, s.dataset, s.model["edim"], s.seed) for s in large} == {("users1-2999_e48", "ml-1m-users1-2999", 48, 4)}
+    assert {s.arch for s in large} == {"t2diff", "sasrec", "gru4rec", "mixed_attention"}
 
 
 def _res(group, label, seed, r100):
