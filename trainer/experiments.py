@@ -273,12 +273,17 @@ def _selected_md(results: list[dict[str, Any]], group: str) -> list[str]:
     others = [o for o in sel if o["arch"] != "t2diff"]
     if t2 and others:
         b = max(others, key=lambda o: np.mean(o["test"][main]))
-        d = np.asarray(paired_diff(results, group, t2["label"], b["label"], main))
-        if len(d) > 1:
-            md.append(f"\nChosen T2Diff − chosen {b['arch']} (best other) on {main}, paired by seed: {d.mean():+.4f} ± "
-                      f"{d.std(ddof=1) / np.sqrt(len(d)):.4f} (standard error; T2Diff higher in {int((d > 0).sum())} "
-                      f"of {len(d)} seeds)")
+        md += _paired_line(results, group, t2["label"], b["label"], main,
+                           f"Chosen T2Diff − chosen {b['arch']} (best other)")
     return md
+
+
+def _paired_line(results: list[dict[str, Any]], group: str, a: str, b: str, metric: str, what: str) -> list[str]:
+    d = np.asarray(paired_diff(results, group, a, b, metric))
+    if len(d) < 2:
+        return []
+    return [f"\n{what} on {metric}, paired by seed: {d.mean():+.4f} ± {d.std(ddof=1) / np.sqrt(len(d)):.4f} "
+            f"(standard error; T2Diff higher in {int((d > 0).sum())} of {len(d)} seeds)"]
 
 
 def report(results: list[dict[str, Any]], out_dir: str | Path, header: str = "") -> str:
@@ -315,11 +320,7 @@ def report(results: list[dict[str, Any]], out_dir: str | Path, header: str = "")
             others = [lab for lab in labels if lab != "t2diff" and rows[(g, lab)].get(main[-1])]
             if others:
                 best = max(others, key=lambda lab: np.mean(rows[(g, lab)][main[-1]]))
-                d = np.asarray(paired_diff(results, g, "t2diff", best, main[-1]))
-                if len(d) > 1:
-                    md.append(f"\nT2Diff − {best} (best other row) on {main[-1]}, paired by seed: {d.mean():+.4f} ± "
-                              f"{d.std(ddof=1) / np.sqrt(len(d)):.4f} (standard error; T2Diff higher in "
-                              f"{int((d > 0).sum())} of {len(d)} seeds)")
+                md += _paired_line(results, g, "t2diff", best, main[-1], f"T2Diff − {best} (best other row)")
         md += _selected_md(results, g)
     text = "\n".join(md) + "\n"
     Path(out_dir, "offline.md").write_text(text)
