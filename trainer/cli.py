@@ -150,7 +150,7 @@ def register(groups) -> None:
     b = groups.group("bench").add_parser("offline", help="Tables 2-4: archs x seeds x datasets")
     b.add_argument("--suites", nargs="+", default=["table2"],
                    help="table2 table2_large table3 table4 kuairand kuairand_edim kuairand_tune protocol_l "
-                        "users1-2999 users1-2999_large train_next sasrec_order sasrec_paper smoke")
+                        "users1-2999 users1-2999_large eq22 train_next sasrec_order sasrec_paper smoke")
     b.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     b.add_argument("--only-arch", nargs="+", default=None)
     b.add_argument("--out", default="runs/bench_offline")

@@ -54,7 +54,7 @@ def grid(suites: list[str], seeds: list[int], large_edim: int = 64, l_epochs: in
          l_per_user: int | None = 30) -> list[RunSpec]:
     """The runs behind each table. Suite names: table2, table2_large, table3, table4, kuairand, kuairand_edim
     (every arch at edim 16 and ``large_edim``), kuairand_tune (every arch over the same lr x dropout grid),
-    protocol_l, users1-2999, users1-2999_large, train_next (x̂ at training: official vs from noise), sasrec_order
+    protocol_l, users1-2999, users1-2999_large, eq22 (the paper's user FFN vs the code's concat), train_next (x̂ at training: official vs from noise), sasrec_order
     (the official in-house SASRec's order-free design), sasrec_paper (that baseline as written), smoke (tiny)."""
     out: list[RunSpec] = []
     for suite in suites:  # suites in the order given (priority), seeds inside: a deadline cuts the tail
@@ -103,6 +103,10 @@ def grid(suites: list[str], seeds: list[int], large_edim: int = 64, l_epochs: in
                     out += [RunSpec(group, "t2diff", ds, "t2diff", seed=s),
                             RunSpec(group, "sasrec", ds, "sasrec", seed=s),
                             RunSpec(group, label, ds, "sasrec", seed=s, model={"extra": dict(extra)})]
+            elif suite == "eq22":  # the paper's Eq. 22 (e_u = FFN(concat(h_l, h_s))) against the official plain concat
+                for group, ds in (("eq22", "ml-1m"), ("eq22_u", "ml-1m-users1-2999"), ("eq22_k", "kuairand")):
+                    out += [RunSpec(group, "t2diff", ds, "t2diff", seed=s),
+                            RunSpec(group, "t2diff + FFN (Eq. 22)", ds, "t2diff", seed=s, model={"user_ffn": True})]
             elif suite == "smoke":
                 out += [RunSpec("smoke", a, "ml-1m", a, seed=s, train={"max_epochs": 2, "patience": 1})
                         for a in ("sasrec", "gru4rec")]

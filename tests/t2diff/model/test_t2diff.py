@@ -2,6 +2,7 @@ import pytest
 import torch
 
 from t2diff.model import ModelConfig, build_model
+from t2diff.model.attention import MixedAttention
 
 from .conftest import N_ITEMS, make_batch, make_model, make_tags
 
@@ -126,3 +127,27 @@ def test_item_lookup_through_the_catalogue_table_equals_the_per_position_computa
     for idx in (big, small, torch.zeros(0, 50, dtype=torch.long)):
         torch.testing.assert_close(m.items.lookup(idx), m.items(idx), rtol=0, atol=0)
     assert m.items.lookup(big)[big == 0].abs().sum() == 0
+
+
+def test_eq22_user_ffn_is_in_the_path_and_keeps_padding_out():
+    """ModelConfig.user_ffn: e_u = FFN(concat(h_l, h_s)) as the paper's Eq. 22 writes it (the official code uses the
+    plain concat). It must train, keep the interface, ignore padding, and actually shape e_u."""
+    m = make_model("t2diff", user_ffn=True)
+    b = make_batch()
+    loss, _ = m(b)
+    loss.backward()
+    m.eval()
+    g = lambda: torch.Generator().manual_seed(5)  # noqa: E731
+    ref = m.encode_users(b["hist"], b["hist_ts"], b["target_ts"], generator=g())
+    assert ref.shape == (6, m.cfg.user_dim) and torch.isfinite(ref).all()
+    pad = lambda t: torch.nn.functional.pad(t, (15, 0))  # noqa: E731
+    torch.testing.assert_close(m.encode_users(pad(b["hist"]), pad(b["hist_ts"]), b["target_ts"], generator=g()), ref,
+                               rtol=0, atol=0)
+    ffn = [mod for mod in m.modules() if isinstance(mod, MixedAttention)][0].ffn
+    assert sum(p.numel() for p in ffn.parameters()) > 0
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in ffn.parameters() if p.dim() > 1)
+    with torch.no_grad():  # the FFN's last layer decides e_u: zero it and e_u becomes its bias alone
+        last = [mod for mod in ffn.modules() if isinstance(mod, torch.nn.Linear)][-1]
+        last.weight.zero_()
+    out = m.encode_users(b["hist"], b["hist_ts"], b["target_ts"], generator=g())
+    torch.testing.assert_close(out, last.bias.expand_as(out))
