@@ -72,6 +72,8 @@ def _cmd_bench_offline(args: argparse.Namespace) -> int:
                  l_per_user=args.l_per_user or None)
     if args.only_arch:
         specs = [s for s in specs if s.arch in args.only_arch]
+    if args.only_dataset:  # e.g. a suite's KuaiRand runs alone, on a box too small for its ML-1M runs
+        specs = [s for s in specs if s.dataset in args.only_dataset]
     overrides = {}
     if args.max_epochs is not None:
         overrides["max_epochs"] = args.max_epochs
@@ -153,6 +155,7 @@ def register(groups) -> None:
                         "users1-2999 users1-2999_large eq22 train_next sasrec_order sasrec_paper smoke")
     b.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     b.add_argument("--only-arch", nargs="+", default=None)
+    b.add_argument("--only-dataset", nargs="+", default=None, help="ml-1m | ml-1m-users1-2999 | kuairand")
     b.add_argument("--out", default="runs/bench_offline")
     b.add_argument("--jobs", type=int, default=None, help="parallel runs (default: 1 on CPU, cores-2 on GPU)")
     b.add_argument("--threads", type=int, default=1, help="torch threads per run")

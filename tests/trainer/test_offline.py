@@ -84,3 +84,7 @@ def test_cli_train_eval_and_bench_on_tiny_dataset(tiny_ml1m, capsys):
     md = (out / "offline.md").read_text()
     assert "| sasrec | 2 |" in md and "| gru4rec | 2 |" in md and (out / "val_curves.png").stat().st_size > 0
     assert len((out / "results.jsonl").read_text().splitlines()) == 4
+    none = tiny_ml1m / "bench_none"  # --only-dataset filters the suite's runs: smoke has no KuaiRand run
+    assert trainer_cli.main(["bench", "offline", "--suites", "smoke", "--only-dataset", "kuairand", "--jobs", "1",
+                             "--device", "cpu", "--out", str(none), "--no-table1"]) == 0
+    assert not (none / "results.jsonl").exists() or not (none / "results.jsonl").read_text().strip()
