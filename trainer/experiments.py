@@ -17,7 +17,7 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures import TimeoutError as FuturesTimeout
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 import numpy as np
 
@@ -73,7 +73,7 @@ def grid(suites: list[str], seeds: list[int], large_edim: int = 64, l_epochs: in
             elif suite == "kuairand":
                 out += [RunSpec("kuairand", a, "kuairand", a, seed=s) for a in TABLE2_ARCHS]
             elif suite == "kuairand_edim":  # every arch with larger item vectors (official edim 4): does a size
-                for e in (16, large_edim):   # that lets the towers fit more change who wins on R@100?
+                for e in sorted({16, large_edim}):  # that lets the towers fit more change who wins on R@100?
                     out += [RunSpec(f"kuairand_e{e}", a, "kuairand", a, seed=s, model={"edim": e}) for a in TABLE2_ARCHS]
             elif suite == "kuairand_tune":  # the same small search for every arch (lr x dropout), the setting
                 # chosen per arch on validation by select_on_validation; labels are "arch | setting"
@@ -249,16 +249,17 @@ def select_on_validation(results: list[dict[str, Any]], group: str) -> list[dict
     out = [{"arch": a, "label": lab, "val": v, "n_settings": sum(1 for (_, l) in rows if l.startswith(a + " | ")),
             "test": {k: rows[(group, lab)][k] for k in rows[(group, lab)] if "@" in k}}
            for a, (v, lab) in best.items()]
-    return sorted(out, key=lambda o: -np.mean(o["test"][_main_recall(o["test"])]))
+    return sorted(out, key=lambda o: -np.mean(o["test"].get(_main_recall(o["test"]), [0.0])))
 
 
 def _metric_order(k: str) -> tuple[int, int]:
     return ["recall", "mrr", "ndcg"].index(k.split("@")[0]), int(k.split("@")[1])
 
 
-def _main_recall(test: dict[str, Any]) -> str:
-    recalls = sorted((k for k in test if k.startswith("recall@")), key=lambda k: int(k.split("@")[1]))
-    return recalls[-1] if recalls else next(iter(test))
+def _main_recall(metrics: Iterable[str]) -> str | None:
+    """The table's main cut-off: recall at the largest K (R@20 ML-1M, R@100 KuaiRand); None without recall."""
+    recalls = sorted((k for k in metrics if k.startswith("recall@")), key=_metric_order)
+    return recalls[-1] if recalls else None
 
 
 def _selected_md(results: list[dict[str, Any]], group: str) -> list[str]:
@@ -275,7 +276,7 @@ def _selected_md(results: list[dict[str, Any]], group: str) -> list[str]:
                   + " | ".join(_fmt(o["test"][m]) for m in metrics) + " |")
     t2 = next((o for o in sel if o["arch"] == "t2diff"), None)
     others = [o for o in sel if o["arch"] != "t2diff"]
-    if t2 and others:
+    if t2 and others and main:
         b = max(others, key=lambda o: np.mean(o["test"][main]))
         md += _paired_line(results, group, t2["label"], b["label"], main,
                            f"Chosen T2Diff − chosen {b['arch']} (best other)")
@@ -316,15 +317,15 @@ def report(results: list[dict[str, Any]], out_dir: str | Path, header: str = "")
                 md.append(f"| ↳ paper | - | " + " | ".join(f"{paper[m]:.4f}" if m in paper else "" for m in metrics)
                           + " | | | |")
         # relative gain of the best T2Diff-family row over SASRec on the main cut-off
-        main = [m for m in metrics if m.startswith("recall@")]
-        if base and main and (g, "t2diff") in rows and rows[(g, "t2diff")].get(main[-1]):
-            t = np.mean(rows[(g, "t2diff")][main[-1]]) / max(np.mean(rows[(g, "sasrec")][main[-1]]), 1e-9) - 1
-            md.append(f"\nT2Diff vs SASRec on {main[-1]} (same invocation): {t * 100:+.1f} %")
-        if main and rows.get((g, "t2diff"), {}).get(main[-1]):  # against the strongest other row, paired by seed
-            others = [lab for lab in labels if lab != "t2diff" and rows[(g, lab)].get(main[-1])]
+        main = _main_recall(metrics)
+        if base and main and (g, "t2diff") in rows and rows[(g, "t2diff")].get(main):
+            t = np.mean(rows[(g, "t2diff")][main]) / max(np.mean(rows[(g, "sasrec")][main]), 1e-9) - 1
+            md.append(f"\nT2Diff vs SASRec on {main} (same invocation): {t * 100:+.1f} %")
+        if main and rows.get((g, "t2diff"), {}).get(main):  # against the strongest other row, paired by seed
+            others = [lab for lab in labels if lab != "t2diff" and rows[(g, lab)].get(main)]
             if others:
-                best = max(others, key=lambda lab: np.mean(rows[(g, lab)][main[-1]]))
-                md += _paired_line(results, g, "t2diff", best, main[-1], f"T2Diff − {best} (best other row)")
+                best = max(others, key=lambda lab: np.mean(rows[(g, lab)][main]))
+                md += _paired_line(results, g, "t2diff", best, main, f"T2Diff − {best} (best other row)")
         md += _selected_md(results, g)
     text = "\n".join(md) + "\n"
     Path(out_dir, "offline.md").write_text(text)
