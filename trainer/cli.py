@@ -13,7 +13,7 @@ from pathlib import Path
 
 log = logging.getLogger(__name__)
 
-ARCH_CHOICES = ("t2diff", "t2diff_no_dp", "mixed_attention", "sasrec", "gru4rec")
+ARCH_CHOICES = ("t2diff", "t2diff_no_dp", "mixed_attention", "sasrec", "gru4rec", "diffurec")
 
 
 def _parse_sets(items: list[str] | None) -> dict:
@@ -151,8 +151,9 @@ def register(groups) -> None:
 
     b = groups.group("bench").add_parser("offline", help="Tables 2-4: archs x seeds x datasets")
     b.add_argument("--suites", nargs="+", default=["table2"],
-                   help="table2 table2_large table3 table4 kuairand kuairand_edim kuairand_tune protocol_l "
-                        "users1-2999 users1-2999_large eq22 train_next sasrec_order sasrec_paper smoke")
+                   help="table2 table2_large table2_tune table3 table4 kuairand kuairand_edim kuairand_tune "
+                        "protocol_l users1-2999 users1-2999_large users1-2999_tune eq22 diffurec train_next "
+                        "sasrec_order sasrec_paper smoke")
     b.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     b.add_argument("--only-arch", nargs="+", default=None)
     b.add_argument("--only-dataset", nargs="+", default=None, help="ml-1m | ml-1m-users1-2999 | kuairand")

@@ -31,7 +31,9 @@ SASREC_DESIGNS = {"sasrec_order": ("sasrec order-free", {"sasrec_order": False})
 
 
 TUNE_LRS = (0.001, 0.003, 0.01)  # kuairand_tune: official KuaiRand lr 0.003 in the middle
+TUNE_LRS_ML1M = (0.001, 0.002, 0.005, 0.01)  # ML-1M tuning suites: official ML-1M lr 0.002 included
 TUNE_DROPOUTS = (0.0, 0.2)
+TUNE_ARCHS = ["t2diff", "sasrec", "gru4rec"]  # the ML-1M tuning suites: T2Diff and the two baselines it must beat
 
 
 @dataclass
@@ -50,10 +52,18 @@ class RunSpec:
         return f"{self.group}|{self.label}|{self.dataset}|{self.protocol}|s{self.seed}"
 
 
+def _tune_specs(group: str, dataset: str, archs: list[str], lrs: tuple[float, ...], seed: int) -> list[RunSpec]:
+    """Every arch over the same lr x dropout grid; labels "arch | setting" for select_on_validation."""
+    return [RunSpec(group, f"{a} | lr={lr:g} dropout={d:g}", dataset, a, seed=seed, model={"dropout": d},
+                    train={"lr": lr}) for a in archs for lr in lrs for d in TUNE_DROPOUTS]
+
+
 def grid(suites: list[str], seeds: list[int], large_edim: int = 64, l_epochs: int = 20,
          l_per_user: int | None = 30) -> list[RunSpec]:
     """The runs behind each table. Suite names: table2, table2_large, table3, table4, kuairand, kuairand_edim
     (every arch at edim 16 and ``large_edim``), kuairand_tune (every arch over the same lr x dropout grid),
+    users1-2999_tune and table2_tune (T2Diff, SASRec, GRU4Rec over one lr x dropout grid on ML-1M), diffurec
+    (the DiffuRec-style baseline beside T2Diff, SASRec and GRU4Rec on the three data sets),
     protocol_l, users1-2999, users1-2999_large, eq22 (the paper's user FFN vs the code's concat), train_next (x̂ at training: official vs from noise), sasrec_order
     (the official in-house SASRec's order-free design), sasrec_paper (that baseline as written), smoke (tiny)."""
     out: list[RunSpec] = []
@@ -77,9 +87,11 @@ def grid(suites: list[str], seeds: list[int], large_edim: int = 64, l_epochs: in
                     out += [RunSpec(f"kuairand_e{e}", a, "kuairand", a, seed=s, model={"edim": e}) for a in TABLE2_ARCHS]
             elif suite == "kuairand_tune":  # the same small search for every arch (lr x dropout), the setting
                 # chosen per arch on validation by select_on_validation; labels are "arch | setting"
-                out += [RunSpec("kuairand_tune", f"{a} | lr={lr:g} dropout={d:g}", "kuairand", a, seed=s,
-                                model={"dropout": d}, train={"lr": lr})
-                        for a in TABLE2_ARCHS for lr in TUNE_LRS for d in TUNE_DROPOUTS]
+                out += _tune_specs("kuairand_tune", "kuairand", TABLE2_ARCHS, TUNE_LRS, s)
+            elif suite == "users1-2999_tune":  # the same search on ML-1M (file order / chronological), for the
+                out += _tune_specs(suite, "ml-1m-users1-2999", TUNE_ARCHS, TUNE_LRS_ML1M, s)  # archs behind the
+            elif suite == "table2_tune":  # "beats SASRec by >= 25 %" target, official budget
+                out += _tune_specs(suite, "ml-1m", TUNE_ARCHS, TUNE_LRS_ML1M, s)
             elif suite == "users1-2999":
                 out += [RunSpec("users1-2999", a, "ml-1m-users1-2999", a, seed=s) for a in TABLE2_ARCHS]
             elif suite == "users1-2999_large":  # the file-order set with larger item vectors (official edim 4)
@@ -107,6 +119,10 @@ def grid(suites: list[str], seeds: list[int], large_edim: int = 64, l_epochs: in
                 for group, ds in (("eq22", "ml-1m"), ("eq22_u", "ml-1m-users1-2999"), ("eq22_k", "kuairand")):
                     out += [RunSpec(group, "t2diff", ds, "t2diff", seed=s),
                             RunSpec(group, "t2diff + FFN (Eq. 22)", ds, "t2diff", seed=s, model={"user_ffn": True})]
+            elif suite == "diffurec":  # the other diffusion recommender (baselines.DiffuRec) beside T2Diff and the
+                for group, ds in (("diffurec", "ml-1m"), ("diffurec_u", "ml-1m-users1-2999"),  # sequential baselines
+                                  ("diffurec_k", "kuairand")):
+                    out += [RunSpec(group, a, ds, a, seed=s) for a in ("t2diff", "diffurec", "sasrec", "gru4rec")]
             elif suite == "smoke":
                 out += [RunSpec("smoke", a, "ml-1m", a, seed=s, train={"max_epochs": 2, "patience": 1})
                         for a in ("sasrec", "gru4rec")]

@@ -20,7 +20,7 @@ def build_model(cfg: ModelConfig, item_tags: torch.Tensor) -> nn.Module:
         from t2diff.model.t2diff import T2Diff
 
         return T2Diff(cfg, item_tags)
-    if cfg.arch in ("sasrec", "gru4rec"):
+    if cfg.arch in ("sasrec", "gru4rec", "diffurec"):
         from t2diff.model import baselines
 
         return baselines.build_baseline(cfg, item_tags)

@@ -1,4 +1,4 @@
-"""Sequential baselines with the T2Diff model interface: SASRec (CE loss) and GRU4Rec.
+"""Sequential baselines with the T2Diff model interface: SASRec (CE loss), GRU4Rec and DiffuRec.
 
 Both embed items with the same modules as T2Diff (t2diff.model.towers: ID embedding + mean tag embedding = edim,
 then MLP(2*edim) with ELU + LayerNorm for the candidate side), score by dot product, and train with a full
@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from t2diff.model.config import ModelConfig
+from t2diff.model.schedule import NoiseSchedule
 from t2diff.model.towers import TwoTowerModule
 
 
@@ -175,7 +176,101 @@ class PaperSASRec(_TwoTowerBase):
         return self.items(idx.to(self.device, torch.long))  # (N+1, edim), raw vectors, padding row zero
 
 
-BASELINES = {"sasrec": SASRec, "gru4rec": GRU4Rec}
+def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10_000.0) -> torch.Tensor:
+    """Sinusoidal embedding of (possibly rescaled) timesteps: (B,) -> (B, dim)."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(max_period) * torch.arange(half, dtype=torch.float32, device=t.device) / half)
+    args = t.float().unsqueeze(1) * freqs  # (B, half)
+    emb = torch.cat([args.cos(), args.sin()], dim=-1)
+    return nn.functional.pad(emb, (0, dim % 2))
+
+
+class DiffuRec(_TwoTowerBase):
+    """DiffuRec-style baseline (Li et al., TOIS 2023; WHUIR/DiffuRec): diffusion over the *target item's* vector.
+
+    The other published diffusion recommender, and the one the paper's online A/B (Table 5) compares T2Diff with.
+    Where T2Diff diffuses the drift between adjacent behaviours (Eq. 10-18) and feeds x̂_{n+1} to a separate tower,
+    DiffuRec makes the user vector *be* the reverse process's x̂0, a guess at the next item's vector:
+
+    * train: x0 = e(target) (the candidate-side item vector); t ~ U[0, T); x_t = q(x_t | x0) (Eq. 3);
+      x̂0 = f(history, x_t, t) with f = a transformer over LN(e(history) + λ_u·(x_t + emb(t))) read at the newest
+      position, λ_u ~ N(λ, λ) element-wise (DiffuRec's "uncertainty" weight, λ = 0.001); loss = full-softmax CE of
+      x̂0 against every item (DiffuRec's ``loss_diffu_ce``), so there is no separate reconstruction term;
+    * serve: x_T ~ N(0, I), T reverse steps of the textbook posterior (``NoiseSchedule(posterior="ddpm")``), each
+      calling f; the last x̂0 is the user vector.
+
+    DiffuRec's settings kept (``cfg.extra`` overrides): T = 32 (``diffurec_steps``), the truncated linear β schedule
+    (``diffurec_schedule``; ``schedule.make_betas("trunc_lin")``), λ = 0.001 (``diffurec_lambda``), no position
+    embedding and no causal mask (the newest position attends to the whole window), x0-prediction.
+    Changed to compare user towers only, as for SASRec / GRU4Rec above: items come from the shared item
+    side (history *and* candidates are the item tower's vectors, as DiffuRec uses one table for both), sizes and
+    dropout from ``ModelConfig``; padding is masked as keys (DiffuRec's mask covers query rows only, so its padded
+    histories attend to padding); t is sampled uniformly (DiffuRec: a loss-aware sampler); the reverse noise has the
+    posterior std sqrt(β̃_t) (DiffuRec: sqrt(β_t)).
+    """
+
+    def __init__(self, cfg: ModelConfig, item_tags: torch.Tensor) -> None:
+        super().__init__(cfg, item_tags)
+        d = cfg.user_dim  # the process lives where candidates are scored
+        self.steps = int(cfg.extra.get("diffurec_steps", 32))
+        self.lam = float(cfg.extra.get("diffurec_lambda", 1e-3))
+        self.schedule = NoiseSchedule(self.steps, kind=str(cfg.extra.get("diffurec_schedule", "trunc_lin")),
+                                      posterior="ddpm")
+        self.time_embed = nn.Sequential(nn.Linear(d, 4 * d), nn.SiLU(), nn.Linear(4 * d, d))
+        self.ln_in, self.ln_out = nn.LayerNorm(d), nn.LayerNorm(d)
+        self.blocks = nn.ModuleList(_Block(d, cfg.num_heads, cfg.ffn_dim, cfg.dropout) for _ in range(cfg.num_blocks))
+        self.drop = nn.Dropout(cfg.dropout)
+
+    def _denoise(self, rep: torch.Tensor, allowed: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor,
+                 generator: torch.Generator | None) -> torch.Tensor:
+        """f(history, x_t, t) -> x̂0: rep (B, n, d) normalised history, allowed (B, 1, n, n), x_t (B, d), t (B,)."""
+        x_t = x_t + self.time_embed(timestep_embedding(t * (1000.0 / self.steps), x_t.shape[-1]))  # (B, d)
+        # λ_u ~ N(λ, λ) per element, drawn for the canonical window so left padding never shifts the draws
+        lam = self.lam + self.lam * torch.randn(rep.shape, generator=generator, device=rep.device, dtype=rep.dtype)
+        h = rep + lam * x_t.unsqueeze(1)  # (B, n, d)
+        for blk in self.blocks:
+            h = blk(h, allowed)
+        return self.ln_out(self.drop(h[:, -1]))  # (B, d): left padding puts the newest item last
+
+    def _history(self, hist: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        valid = hist > 0  # (B, n)
+        rep = self.ln_in(self.drop(self.encode_items(hist))) * valid.unsqueeze(-1)  # (B, n, d)
+        eye = torch.eye(hist.shape[1], dtype=torch.bool, device=hist.device)
+        allowed = (valid.unsqueeze(1) | eye).unsqueeze(1)  # (B, 1, n, n): real keys, no causal mask
+        return rep, allowed
+
+    def forward(self, batch: dict[str, torch.Tensor], host_metrics: bool = True) -> tuple[torch.Tensor, dict]:
+        hist = self._canon(batch["hist"])
+        target = batch["target"].to(self.device, torch.long)
+        items = self.encode_items()  # (N+1, d)
+        rep, allowed = self._history(hist)
+        t = torch.randint(0, self.steps, (hist.shape[0],), device=self.device)
+        x_t = self.schedule.add_noise(items[target], torch.randn_like(items[target]), t)  # Eq. 3, (B, d)
+        x0_hat = self._denoise(rep, allowed, x_t, t, None)
+        loss = nn.functional.cross_entropy(x0_hat @ items[1:].T, target - 1)
+        v = float(loss.detach()) if host_metrics else loss.detach()
+        return loss, {"loss": v, "ce": v}
+
+    def encode_users(self, hist: torch.Tensor, hist_ts: torch.Tensor | None = None, now_ts: torch.Tensor | None = None,
+                     generator: torch.Generator | None = None, num_steps: int | None = None) -> torch.Tensor:
+        """Reverse process from x_T ~ N(0, I) (``num_steps`` strided steps, default cfg.infer_steps or T); the last
+        x̂0 is the user vector (B, d). Time arguments exist for interface parity. ``generator`` must live on the
+        model's device; with it the output is reproducible."""
+        hist = self._canon(hist)
+        n_steps = num_steps or self.cfg.infer_steps or self.steps
+        tab = self.schedule.step_coefficients(min(n_steps, self.steps))
+        rep, allowed = self._history(hist)
+        B, d = hist.shape[0], rep.shape[-1]
+        x = torch.randn(B, d, generator=generator, device=self.device, dtype=rep.dtype)
+        ts = tab["timesteps"].tolist()
+        for i, t in enumerate(ts):
+            x0_hat = self._denoise(rep, allowed, x, torch.full((B,), t, device=self.device), generator)
+            noise = torch.randn(B, d, generator=generator, device=self.device, dtype=rep.dtype) if t > 0 else None
+            x = self.schedule.step(x0_hat, i, x, noise, num_steps=len(ts))
+        return x
+
+
+BASELINES = {"sasrec": SASRec, "gru4rec": GRU4Rec, "diffurec": DiffuRec}
 
 
 def build_baseline(cfg: ModelConfig, item_tags: torch.Tensor) -> nn.Module:

@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-ARCHS = ("t2diff", "t2diff_no_dp", "mixed_attention", "sasrec", "gru4rec")
+ARCHS = ("t2diff", "t2diff_no_dp", "mixed_attention", "sasrec", "gru4rec", "diffurec")
 
 
 @dataclass

@@ -13,6 +13,8 @@ changes (the paper gives no formula for linear/log; these are our choice):
 * ``exp``:    β_s = a·exp(b·s/T)                       (a=1e-2, b=4.5, T=50: 0.0109 .. 0.9)
 * ``linear``: β_s = β_1 + (β_T − β_1)·(s−1)/(T−1)
 * ``log``:    β_s = β_1 + (β_T − β_1)·ln(1 + (e−1)·(s−1)/(T−1))   (concave: grows fast, then flattens)
+* ``trunc_lin``: DiffuRec's schedule (its baseline, ``diffurec.py``; ignores a and b): with c = 1000/T,
+  linear from c·1e-4 + 0.01 to c·0.02 + 0.01 (c·1e-3 + 0.01 where that passes 1); T = 32: 0.0131 .. 0.635
 
 Reverse step (``posterior``):
 
@@ -36,7 +38,7 @@ import math
 import torch
 from torch import nn
 
-SCHEDULES = ("exp", "linear", "log")
+SCHEDULES = ("exp", "linear", "log", "trunc_lin")
 POSTERIORS = ("official", "ddpm")
 
 
@@ -48,7 +50,11 @@ def make_betas(num_steps: int, kind: str = "exp", a: float = 1e-2, b: float = 4.
         raise ValueError("num_steps must be >= 1")
     s = torch.arange(1, num_steps + 1, dtype=torch.float64)
     exp = a * torch.exp(b * s / num_steps)
-    if kind == "exp" or num_steps == 1:
+    if kind == "trunc_lin":
+        c = 1000.0 / num_steps
+        hi = c * 0.02 + 0.01 if c * 0.02 + 0.01 <= 1 else c * 1e-3 + 0.01
+        betas = torch.linspace(c * 1e-4 + 0.01, hi, num_steps, dtype=torch.float64)
+    elif kind == "exp" or num_steps == 1:
         betas = exp
     else:
         lo, hi = float(exp[0]), float(exp[-1])

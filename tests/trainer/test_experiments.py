@@ -49,6 +49,17 @@ def test_kuairand_tune_gives_every_arch_the_same_settings():
     assert s.train == {"lr": 0.01} and s.model == {"dropout": 0.2} and s.dataset == "kuairand"
 
 
+@pytest.mark.parametrize("suite,dataset", [("users1-2999_tune", "ml-1m-users1-2999"), ("table2_tune", "ml-1m")])
+def test_ml1m_tune_suites_search_one_grid_around_the_official_lr(suite, dataset):
+    specs = grid([suite], [0, 1])
+    assert {s.arch for s in specs} == {"t2diff", "sasrec", "gru4rec"} and {s.dataset for s in specs} == {dataset}
+    per_arch = {a: sorted(s.label.split(" | ")[1] for s in specs if s.arch == a and s.seed == 0)
+                for a in ("t2diff", "sasrec", "gru4rec")}
+    assert len({tuple(v) for v in per_arch.values()}) == 1 and len(per_arch["t2diff"]) == 8
+    assert "lr=0.002 dropout=0" in per_arch["sasrec"]  # the official ML-1M setting is one of the candidates
+    assert len({s.run_id for s in specs}) == len(specs) == 48  # 3 archs x 8 settings x 2 seeds, no repeats
+
+
 def test_select_on_validation_chooses_by_validation_not_test(tmp_path):
     def run(label, seed, val, test):
         r = _res("tune", label, seed, test)

@@ -112,3 +112,13 @@ def test_last_step_returns_x0_and_strided_steps():
     assert tab["coef_x0"][i].item() == pytest.approx(expect.item(), rel=1e-4)
     with pytest.raises(ValueError):
         sch.step_coefficients(51)
+
+
+def test_trunc_lin_is_diffurecs_schedule():
+    # DiffuRec's get_named_beta_schedule("trunc_lin"): c = 1000/T, linspace(c*1e-4 + 0.01, c*0.02 + 0.01, T),
+    # the end falling back to c*1e-3 + 0.01 when it would pass 1
+    b = make_betas(32, "trunc_lin")
+    assert b[0].item() == pytest.approx(0.013125) and b[-1].item() == pytest.approx(0.635)
+    assert torch.allclose(b.diff(), torch.full((31,), (0.635 - 0.013125) / 31, dtype=torch.float64))
+    b10 = make_betas(10, "trunc_lin")  # c = 100: 2.01 > 1, so the end is 0.11
+    assert b10[0].item() == pytest.approx(0.02) and b10[-1].item() == pytest.approx(0.11)
