@@ -342,6 +342,8 @@ def report(results: list[dict[str, Any]], out_dir: str | Path, header: str = "")
             if others:
                 best = max(others, key=lambda lab: np.mean(rows[(g, lab)][main]))
                 md += _paired_line(results, g, "t2diff", best, main, f"T2Diff − {best} (best other row)")
+                if best != "diffurec" and "diffurec" in others:  # the other diffusion model, always
+                    md += _paired_line(results, g, "t2diff", "diffurec", main, "T2Diff − diffurec")
         md += _selected_md(results, g)
     text = "\n".join(md) + "\n"
     Path(out_dir, "offline.md").write_text(text)

@@ -39,6 +39,21 @@ def test_paired_difference_against_the_best_other_row(tmp_path):
     assert "T2Diff higher in 2 of 3 seeds" in md
 
 
+def test_diffurec_suite_and_its_paired_line(tmp_path):
+    specs = grid(["diffurec"], [0])
+    assert {(s.group, s.dataset) for s in specs} == {("diffurec", "ml-1m"), ("diffurec_u", "ml-1m-users1-2999"),
+                                                    ("diffurec_k", "kuairand")}
+    assert {s.arch for s in specs} == {"t2diff", "diffurec", "sasrec", "gru4rec"} and len(specs) == 12
+    results = ([_res("d", "t2diff", s, v) for s, v in enumerate([0.30, 0.20, 0.25])]
+               + [_res("d", "gru4rec", s, 0.26) for s in range(3)]
+               + [_res("d", "diffurec", s, v) for s, v in enumerate([0.25, 0.21, 0.20])])
+    md = report(results, tmp_path)
+    # best other row is gru4rec; diffurec gets its own line: (+0.05, -0.01, +0.05), SE 0.02
+    assert "T2Diff − gru4rec (best other row) on recall@100" in md
+    assert "T2Diff − diffurec on recall@100, paired by seed: +0.0300 ± 0.0200" in md
+    assert "T2Diff higher in 2 of 3 seeds" in md
+
+
 def test_kuairand_tune_gives_every_arch_the_same_settings():
     specs = grid(["kuairand_tune"], [3])
     per_arch = {a: [s for s in specs if s.arch == a] for a in TABLE2_ARCHS}
