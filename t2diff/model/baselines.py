@@ -82,11 +82,18 @@ class SASRec(_TwoTowerBase):
     embedding, no causal mask (a position attends to every other item but not to itself) and the mean over the
     items as the user vector, so the history is a bag whose order cannot matter. Its reversed padding mask and
     missing item tower are not reproduced: this isolates what order is worth.
+
+    ``cfg.extra["sasrec_tied"] = True`` feeds the history as the candidate-side vectors (the item tower's output,
+    ``user_dim`` wide), as SASRec's own design does with one item table for input and output; the default feeds
+    the raw ``edim`` vectors the T2Diff tower reads (the official code's split).
     """
 
     def __init__(self, cfg: ModelConfig, item_tags: torch.Tensor) -> None:
         super().__init__(cfg, item_tags)
-        d = cfg.edim
+        # tied: the history enters as the candidate-side vectors (item tower output, user_dim wide), the usual
+        # SASRec design (one item table for input and output) and DiffuRec's; default: raw edim-wide vectors
+        self.tied = bool(cfg.extra.get("sasrec_tied", False))
+        d = cfg.user_dim if self.tied else cfg.edim
         self.pos = nn.Embedding(cfg.seq_len, d)
         nn.init.normal_(self.pos.weight, std=cfg.emb_init_std)
         self.blocks = nn.ModuleList(_Block(d, cfg.num_heads, cfg.ffn_dim, cfg.dropout) for _ in range(cfg.num_blocks))
@@ -98,7 +105,7 @@ class SASRec(_TwoTowerBase):
     def _user(self, hist: torch.Tensor) -> torch.Tensor:
         B, L = hist.shape
         valid = hist > 0  # (B, L)
-        x = self.items(hist)  # (B, L, d)
+        x = self.encode_items(hist) if self.tied else self.items(hist)  # (B, L, d)
         if self.order:
             x = x + self.pos.weight[-L:]  # positions aligned to the most recent item
         x = self.drop(x) * valid.unsqueeze(-1)

@@ -8,11 +8,13 @@ from t2diff.model.config import ModelConfig
 TAGS = torch.tensor([[0, 0], [1, 2], [2, 0], [3, 0], [1, 0], [0, 0], [2, 3]])  # 6 items, row 0 = padding
 
 
-@pytest.mark.parametrize("arch", ["sasrec", "gru4rec"])
-def test_interface_shapes_padding_and_growth(arch):
+@pytest.mark.parametrize("arch,extra", [("sasrec", {}), ("gru4rec", {}), ("sasrec", {"sasrec_tied": True})])
+def test_interface_shapes_padding_and_growth(arch, extra):
     torch.manual_seed(0)
-    cfg = ModelConfig(arch=arch, num_items=6, num_tags=3, max_tags=2, seq_len=8, session_len=2)
+    cfg = ModelConfig(arch=arch, num_items=6, num_tags=3, max_tags=2, seq_len=8, session_len=2, extra=extra)
     m = build_baseline(cfg, TAGS)
+    if extra:  # tied: the history enters as the item tower's output, so the blocks are user_dim wide
+        assert m.blocks[0].qkv.in_features == cfg.user_dim != cfg.edim
     hist = torch.tensor([[0, 0, 0, 0, 0, 1, 2, 3], [4, 5, 6, 1, 2, 3, 4, 5]])
     batch = {"hist": hist, "hist_ts": torch.zeros_like(hist), "target": torch.tensor([4, 6]),
              "target_ts": torch.zeros(2, dtype=torch.long)}
@@ -155,3 +157,13 @@ def test_diffurec_overfits_a_deterministic_sequence():
     m.eval()
     scores = m.encode_users(hist, generator=torch.Generator().manual_seed(0)) @ m.encode_items()[1:].T
     assert (scores.argmax(1) + 1 == target).float().mean().item() == 1.0
+
+
+def test_diffurec_without_the_diffusion_input_is_deterministic():
+    """λ = 0 (the suite's ablation): x_t never enters the denoiser, so the noise cannot change the user vector."""
+    m = _diffurec(extra={"diffurec_lambda": 0.0}).eval()
+    hist = torch.tensor([[0, 0, 0, 4, 1, 2, 3, 5]])
+    a = m.encode_users(hist, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(m.encode_users(hist, generator=torch.Generator().manual_seed(1)), a)
+    assert not torch.allclose(_diffurec().eval().encode_users(hist, generator=torch.Generator().manual_seed(1)),
+                              _diffurec().eval().encode_users(hist, generator=torch.Generator().manual_seed(0)))
