@@ -6,9 +6,10 @@ from t2diff.model import load_checkpoint, save_checkpoint
 from .conftest import N_ITEMS, make_batch, make_model
 
 
-@pytest.mark.parametrize("arch", ["t2diff", "mixed_attention", "diffurec"])
-def test_save_load_gives_identical_user_vectors(tmp_path, arch):
-    m = make_model(arch, time_lag=True, posterior="ddpm", schedule="linear").eval()
+@pytest.mark.parametrize("arch,extra", [("t2diff", {}), ("mixed_attention", {}), ("diffurec", {}),
+                                        ("t2diff", {"t2diff_tied": True})])
+def test_save_load_gives_identical_user_vectors(tmp_path, arch, extra):
+    m = make_model(arch, time_lag=True, posterior="ddpm", schedule="linear", extra=extra).eval()
     m.add_items(torch.tensor([[1, 0, 0]]))  # grown after build: the file alone must rebuild it
     b = make_batch()
     g = lambda: torch.Generator().manual_seed(11)  # noqa: E731

@@ -23,9 +23,12 @@ def test_interface_shapes(arch):
     torch.testing.assert_close(m.encode_items(torch.tensor([3, 7])), e_i[[3, 7]])
 
 
-@pytest.mark.parametrize("arch", ["t2diff", "mixed_attention"])
-def test_padding_never_influences_the_output(arch):
-    m = make_model(arch).eval()
+TIED = {"extra": {"t2diff_tied": True}}  # the offline experiment: history as the item tower's output
+
+
+@pytest.mark.parametrize("arch,kw", [("t2diff", {}), ("mixed_attention", {}), ("t2diff", TIED)])
+def test_padding_never_influences_the_output(arch, kw):
+    m = make_model(arch, **kw).eval()
     b = make_batch()
     hist, ts, now = b["hist"], b["hist_ts"], b["target_ts"]
     g = lambda: torch.Generator().manual_seed(3)  # noqa: E731
@@ -151,3 +154,32 @@ def test_eq22_user_ffn_is_in_the_path_and_keeps_padding_out():
         last.weight.zero_()
     out = m.encode_users(b["hist"], b["hist_ts"], b["target_ts"], generator=g())
     torch.testing.assert_close(out, last.bias.expand_as(out))
+
+
+def test_tied_variant_reads_the_candidate_side_vectors():
+    m = make_model("t2diff", **TIED)
+    U = m.cfg.user_dim
+    assert m.tied and m.user_tower.blocks[0].q.weight.shape == (U, U) != (m.cfg.edim, m.cfg.edim)
+    b = make_batch()
+    loss, metrics = m(b)
+    loss.backward()
+    assert torch.isfinite(loss) and metrics["kl"] > 0
+    assert m.item_tower.mlp is not None and all(p.grad is not None for p in m.item_tower.parameters())
+    m.eval()
+    e_u = m.encode_users(b["hist"], b["hist_ts"], b["target_ts"], generator=torch.Generator().manual_seed(0))
+    assert e_u.shape == (6, U)
+    # the tower sees user_dim-wide vectors: changing only the item tower changes the user vector
+    with torch.no_grad():
+        for p in m.item_tower.parameters():
+            p.mul_(1.5)
+    e2 = m.encode_users(b["hist"], b["hist_ts"], b["target_ts"], generator=torch.Generator().manual_seed(0))
+    assert not torch.allclose(e2, e_u)
+    untied = make_model("t2diff").eval()
+    e3 = untied.encode_users(b["hist"], b["hist_ts"], b["target_ts"], generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        for p in untied.item_tower.parameters():
+            p.mul_(1.5)
+    torch.testing.assert_close(untied.encode_users(b["hist"], b["hist_ts"], b["target_ts"],
+                                                   generator=torch.Generator().manual_seed(0)), e3)
+    with pytest.raises(ValueError, match="eager"):
+        m.set_compiled_tower(lambda *a: None)
