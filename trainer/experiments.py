@@ -350,6 +350,13 @@ def report(results: list[dict[str, Any]], out_dir: str | Path, header: str = "")
                 md += _paired_line(results, g, "t2diff", best, main, f"T2Diff − {best} (best other row)")
                 if best != "diffurec" and "diffurec" in others:  # the other diffusion model, always
                     md += _paired_line(results, g, "t2diff", "diffurec", main, "T2Diff − diffurec")
+        # each T2Diff variant row ("t2diff tied", "t2diff next=prior", ...) against the strongest non-T2Diff row
+        outside = [lab for lab in labels if not lab.startswith("t2diff") and rows[(g, lab)].get(main)]
+        if main and outside:
+            b = max(outside, key=lambda lab: np.mean(rows[(g, lab)][main]))
+            for v in (lab for lab in labels if lab.startswith("t2diff ") and rows[(g, lab)].get(main)):
+                rel = np.mean(rows[(g, v)][main]) / max(np.mean(rows[(g, b)][main]), 1e-9) - 1
+                md += _paired_line(results, g, v, b, main, f"{v} − {b} (best non-T2Diff row; {rel * 100:+.1f} % on the mean)")
         md += _selected_md(results, g)
     text = "\n".join(md) + "\n"
     Path(out_dir, "offline.md").write_text(text)
