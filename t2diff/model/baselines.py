@@ -258,6 +258,7 @@ class DiffuRec(_TwoTowerBase):
         v = float(loss.detach()) if host_metrics else loss.detach()
         return loss, {"loss": v, "ce": v}
 
+    @torch.no_grad()  # T reverse passes: no autograd graph kept
     def encode_users(self, hist: torch.Tensor, hist_ts: torch.Tensor | None = None, now_ts: torch.Tensor | None = None,
                      generator: torch.Generator | None = None, num_steps: int | None = None) -> torch.Tensor:
         """Reverse process from x_T ~ N(0, I) (``num_steps`` strided steps, default cfg.infer_steps or T); the last

@@ -193,3 +193,19 @@ def test_the_compiled_tower_runs_without_the_gil(tiny):
     assert t1 - t0 > 0.02, "the call is too short to tell"
     gaps = np.diff([t0, *inside, t1])
     assert gaps.max() < 0.5 * (t1 - t0), (gaps.max(), t1 - t0)
+
+
+def test_tied_models_are_served_eager_not_compiled(caplog):
+    """A t2diff_tied model reads the item tower's output, which the exported tower does not: no AOT compile."""
+    import types
+
+    import torch
+
+    from t2diff.model import ModelConfig, build_model
+
+    cfg = ModelConfig(num_items=5, num_tags=2, max_tags=1, seq_len=8, session_len=2, extra={"t2diff_tied": True})
+    model = build_model(cfg, torch.zeros(6, 1, dtype=torch.long))
+    lm = types.SimpleNamespace(model=model, device="cpu", version=7, seq_len=8)
+    with caplog.at_level("WARNING"):
+        compile_user_tower(lm)  # returns at once: no child compile
+    assert model._compiled_tower is None and "served eager" in caplog.text
