@@ -72,8 +72,8 @@ def compile_user_tower(lm: LoadedModel, num_steps: int | None = None) -> None:
     if getattr(lm.model, "diffusion", None) is None or not hasattr(lm.model, "set_compiled_tower") \
             or str(lm.device).startswith("cuda"):
         return
-    if getattr(lm.model, "tied", False):  # the exported tower reads raw item vectors (T2Diff's t2diff_tied)
-        log.warning("version %s is a t2diff_tied model: served eager, not AOT-compiled", lm.version)
+    if lm.model.cfg.tied_input:  # the exported tower reads raw item vectors
+        log.warning("version %s is a tied_input model: served eager, not AOT-compiled", lm.version)
         return
     lm.model.set_compiled_tower(compile_in_child(lm.model, lm.seq_len, num_steps))
     log.info("serving version %s with the AOT-compiled user tower", lm.version)

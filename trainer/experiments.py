@@ -127,8 +127,8 @@ def grid(suites: list[str], seeds: list[int], large_edim: int = 64, l_epochs: in
                     # enters), and SASRec fed the candidate-side vectors as DiffuRec is (tied input/output)
                     out += [RunSpec(group, "diffurec λ=0 (no diffusion)", ds, "diffurec", seed=s,
                                     model={"extra": {"diffurec_lambda": 0.0}}),
-                            RunSpec(group, "sasrec tied", ds, "sasrec", seed=s, model={"extra": {"sasrec_tied": True}}),
-                            RunSpec(group, "t2diff tied", ds, "t2diff", seed=s, model={"extra": {"t2diff_tied": True}})]
+                            RunSpec(group, "sasrec tied", ds, "sasrec", seed=s, model={"tied_input": True}),
+                            RunSpec(group, "t2diff tied", ds, "t2diff", seed=s, model={"tied_input": True})]
             elif suite == "smoke":
                 out += [RunSpec("smoke", a, "ml-1m", a, seed=s, train={"max_epochs": 2, "patience": 1})
                         for a in ("sasrec", "gru4rec")]

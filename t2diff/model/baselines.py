@@ -83,17 +83,14 @@ class SASRec(_TwoTowerBase):
     items as the user vector, so the history is a bag whose order cannot matter. Its reversed padding mask and
     missing item tower are not reproduced: this isolates what order is worth.
 
-    ``cfg.extra["sasrec_tied"] = True`` feeds the history as the candidate-side vectors (the item tower's output,
+    ``cfg.tied_input = True`` feeds the history as the candidate-side vectors (the item tower's output,
     ``user_dim`` wide), as SASRec's own design does with one item table for input and output; the default feeds
     the raw ``edim`` vectors the T2Diff tower reads (the official code's split).
     """
 
     def __init__(self, cfg: ModelConfig, item_tags: torch.Tensor) -> None:
         super().__init__(cfg, item_tags)
-        # tied: the history enters as the candidate-side vectors (item tower output, user_dim wide), the usual
-        # SASRec design (one item table for input and output) and DiffuRec's; default: raw edim-wide vectors
-        self.tied = bool(cfg.extra.get("sasrec_tied", False))
-        d = cfg.user_dim if self.tied else cfg.edim
+        d = self.input_dim  # user_dim when cfg.tied_input, else edim
         self.pos = nn.Embedding(cfg.seq_len, d)
         nn.init.normal_(self.pos.weight, std=cfg.emb_init_std)
         self.blocks = nn.ModuleList(_Block(d, cfg.num_heads, cfg.ffn_dim, cfg.dropout) for _ in range(cfg.num_blocks))
@@ -105,7 +102,7 @@ class SASRec(_TwoTowerBase):
     def _user(self, hist: torch.Tensor) -> torch.Tensor:
         B, L = hist.shape
         valid = hist > 0  # (B, L)
-        x = self.encode_items(hist) if self.tied else self.items(hist)  # (B, L, d)
+        x = self.input_vectors(hist)  # (B, L, d)
         if self.order:
             x = x + self.pos.weight[-L:]  # positions aligned to the most recent item
         x = self.drop(x) * valid.unsqueeze(-1)
@@ -126,12 +123,13 @@ class SASRec(_TwoTowerBase):
 
 
 class GRU4Rec(_TwoTowerBase):
-    """GRU over the item sequence (padding removed by packing); the final hidden state -> user vector."""
+    """GRU over the item sequence (padding removed by packing); the final hidden state -> user vector. Reads the
+    raw edim vectors, or the candidate-side ones with ``cfg.tied_input``."""
 
     def __init__(self, cfg: ModelConfig, item_tags: torch.Tensor) -> None:
         super().__init__(cfg, item_tags)
         hidden = int(cfg.extra.get("gru_hidden", cfg.user_dim))
-        self.gru = nn.GRU(cfg.edim, hidden, num_layers=cfg.num_blocks, batch_first=True,
+        self.gru = nn.GRU(self.input_dim, hidden, num_layers=cfg.num_blocks, batch_first=True,
                           dropout=cfg.dropout if cfg.num_blocks > 1 else 0.0)
         self.proj = nn.Linear(hidden, cfg.user_dim)
         self.drop = nn.Dropout(cfg.dropout)
@@ -143,7 +141,7 @@ class GRU4Rec(_TwoTowerBase):
         ar = torch.arange(L, device=hist.device)
         src = (ar.unsqueeze(0) + (L - lengths).unsqueeze(1)).clamp(max=L - 1)  # (B, L)
         aligned = hist.gather(1, src)
-        x = self.drop(self.items(aligned))  # (B, L, edim)
+        x = self.drop(self.input_vectors(aligned))  # (B, L, input_dim)
         packed = nn.utils.rnn.pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
         _, h = self.gru(packed)  # h: (layers, B, hidden), in the original batch order
         return self.proj(self.drop(h[-1]))
@@ -160,6 +158,8 @@ class PaperSASRec(_TwoTowerBase):
     ``edim`` wide. Its output-table offset (``embe_dict[2:]``) is not reproduced."""
 
     def __init__(self, cfg: ModelConfig, item_tags: torch.Tensor) -> None:
+        if cfg.tied_input:
+            raise ValueError("the paper's SASRec scores raw vectors on both sides; tied_input does not apply")
         super().__init__(cfg, item_tags)
         d = cfg.edim
         self.blocks = nn.ModuleList(_Block(d, cfg.num_heads, cfg.ffn_dim, cfg.dropout) for _ in range(cfg.num_blocks))
@@ -241,7 +241,7 @@ class DiffuRec(_TwoTowerBase):
 
     def _history(self, hist: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         valid = hist > 0  # (B, n)
-        rep = self.ln_in(self.drop(self.encode_items(hist))) * valid.unsqueeze(-1)  # (B, n, d)
+        rep = self.ln_in(self.drop(self.input_vectors(hist))) * valid.unsqueeze(-1)  # (B, n, d), tied_input always
         eye = torch.eye(hist.shape[1], dtype=torch.bool, device=hist.device)
         allowed = (valid.unsqueeze(1) | eye).unsqueeze(1)  # (B, 1, n, n): real keys, no causal mask
         return rep, allowed
@@ -252,7 +252,8 @@ class DiffuRec(_TwoTowerBase):
         items = self.encode_items()  # (N+1, d)
         rep, allowed = self._history(hist)
         t = torch.randint(0, self.steps, (hist.shape[0],), device=self.device)
-        x_t = self.schedule.add_noise(items[target], torch.randn_like(items[target]), t)  # Eq. 3, (B, d)
+        x0 = items[target]  # (B, d)
+        x_t = self.schedule.add_noise(x0, torch.randn_like(x0), t)  # Eq. 3
         x0_hat = self._denoise(rep, allowed, x_t, t, None)
         loss = nn.functional.cross_entropy(x0_hat @ items[1:].T, target - 1)
         v = float(loss.detach()) if host_metrics else loss.detach()
@@ -266,7 +267,7 @@ class DiffuRec(_TwoTowerBase):
         model's device; with it the output is reproducible."""
         hist = self._canon(hist)
         n_steps = num_steps or self.cfg.infer_steps or self.steps
-        tab = self.schedule.step_coefficients(min(n_steps, self.steps))
+        tab = self.schedule.step_coefficients(n_steps)  # raises for n_steps > T, as T2Diff's schedule does
         rep, allowed = self._history(hist)
         B, d = hist.shape[0], rep.shape[-1]
         x = torch.randn(B, d, generator=generator, device=self.device, dtype=rep.dtype)

@@ -5,6 +5,9 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 ARCHS = ("t2diff", "t2diff_no_dp", "mixed_attention", "sasrec", "gru4rec", "diffurec")
+# extra keys that said ``tied_input`` before it was a field, and the archs that read them; folded into the field
+# so old checkpoints and recorded run specs keep their meaning
+_LEGACY_TIED = {"sasrec_tied": ("sasrec",), "t2diff_tied": ("t2diff", "t2diff_no_dp", "mixed_attention")}
 
 
 @dataclass
@@ -45,6 +48,12 @@ class ModelConfig:
     # ``train_next_steps`` strided steps (no gradient either way: x̂ leaves detached).
     train_next: str = "target"
     train_next_steps: int = 10
+    # The history enters the user tower as the candidate-side vectors (the item tower's output, user_dim wide),
+    # one item representation for input and output as SASRec and DiffuRec design it, instead of the raw edim
+    # vectors the official T2Diff code feeds its tower. An offline experiment (the compiled serving tower reads
+    # raw vectors). None = the arch's own design: False, except DiffuRec, whose process lives where candidates
+    # are scored (True; False is refused).
+    tied_input: bool | None = None
     extra: dict[str, Any] = field(default_factory=dict)  # arch-specific knobs
 
     @property
@@ -68,5 +77,16 @@ class ModelConfig:
             raise ValueError(f"unknown arch {self.arch!r}; expected one of {ARCHS}")
         if self.train_next not in ("target", "prior", "sample"):
             raise ValueError(f"train_next must be target | prior | sample, got {self.train_next!r}")
+        for key, archs in _LEGACY_TIED.items():
+            if key in self.extra and self.arch in archs:
+                extra = dict(self.extra)
+                legacy = bool(extra.pop(key))
+                if self.tied_input is not None and self.tied_input != legacy:
+                    raise ValueError(f"extra.{key}={legacy} contradicts tied_input={self.tied_input}")
+                self.tied_input, self.extra = legacy, extra
+        if self.tied_input is None:
+            self.tied_input = self.arch == "diffurec"
+        elif self.arch == "diffurec" and not self.tied_input:
+            raise ValueError("diffurec diffuses the candidate-side vectors; tied_input=False is not a DiffuRec")
         if self.session_len >= self.seq_len:
             raise ValueError("session_len must be shorter than seq_len (older history feeds target attention)")

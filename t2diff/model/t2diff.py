@@ -61,12 +61,11 @@ class T2Diff(TwoTowerModule):
         if cfg.arch not in DIFFUSION_ARCHS + ("mixed_attention",):
             raise ValueError(f"T2Diff does not implement arch {cfg.arch!r}")
         super().__init__(cfg, item_tags)
-        # extra t2diff_tied (an offline experiment, not the paper's design): the history enters as the candidate-side
-        # vectors (the item tower's output, user_dim wide) instead of the raw edim ones, as in DiffuRec and SASRec
-        # tied (t2diff/model/baselines.py); diffusion and mixed attention are then user_dim wide, and Eq. 22's FFN
-        # maps concat(h_l, h_s) (2*user_dim) back to user_dim. The compiled serving paths read raw vectors.
-        self.tied = bool(cfg.extra.get("t2diff_tied", False))
-        inner = dataclasses.replace(cfg, id_dim=cfg.user_dim - cfg.tag_dim, user_ffn=True) if self.tied else cfg
+        # cfg.tied_input (an offline experiment, not the paper's design): the history enters as the candidate-side
+        # vectors (TwoTowerModule.input_vectors, user_dim wide), so diffusion and mixed attention are user_dim
+        # wide, and Eq. 22's FFN maps concat(h_l, h_s) (2*user_dim) back to user_dim. The compiled serving paths
+        # read raw vectors.
+        inner = dataclasses.replace(cfg, id_dim=cfg.user_dim - cfg.tag_dim, user_ffn=True) if cfg.tied_input else cfg
         self.diffusion = DriftDiffusion(inner) if cfg.arch in DIFFUSION_ARCHS else None
         self.user_tower = MixedAttention(inner, use_next=self.diffusion is not None)
         # Optional compiled whole user tower (t2diff/model/aot.py): (hist, hist_ts, now_ts, noise, id_weight, tag_weight,
@@ -76,8 +75,8 @@ class T2Diff(TwoTowerModule):
     def set_compiled_tower(self, fn: Any) -> None:
         """Run ``encode_users`` on the host through ``fn`` (an :func:`encode_from_noise` compiled for
         ``fn.num_steps`` reverse steps) when the step count matches; None restores the eager path."""
-        if fn is not None and self.tied:
-            raise ValueError("the compiled user tower reads raw item vectors; t2diff_tied models run eager")
+        if fn is not None and self.cfg.tied_input:
+            raise ValueError("the compiled user tower reads raw item vectors; tied_input models run eager")
         object.__setattr__(self, "_compiled_tower", fn)
 
     # ---- inputs ----------------------------------------------------------------------------------
@@ -122,8 +121,8 @@ class T2Diff(TwoTowerModule):
               target_ts: torch.Tensor | None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Eq. 25 on canonical device inputs: hist (B, n), target (B,) -> (loss, detached metric tensors)."""
         mask = hist > 0  # (B, n)
-        x = self.encode_items(hist) if self.tied else self.items(hist)  # (B, n, D)
-        x_tgt = self.encode_items(target) if self.tied else self.items(target)  # (B, D)
+        x = self.input_vectors(hist)  # (B, n, D)
+        x_tgt = self.input_vectors(target)  # (B, D)
         kl = x.new_zeros(())
         x_next = None
         if self.diffusion is not None:
@@ -165,6 +164,6 @@ class T2Diff(TwoTowerModule):
                 generator: torch.Generator | None, num_steps: int | None) -> torch.Tensor:
         """Graph-capturable core of encode_users (no host syncs): canonical (B, n) inputs on the device."""
         mask = hist > 0
-        x = self.encode_items(hist) if self.tied else self.items.lookup(hist)  # (B, n, D)
+        x = self.input_vectors(hist, table=True)  # (B, n, D)
         x_next = self.diffusion.sample(x, mask, num_steps, generator) if self.diffusion is not None else None
         return self._user(x, mask, x_next, hist_ts, now_ts)

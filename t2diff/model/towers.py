@@ -130,6 +130,24 @@ class TwoTowerModule(nn.Module):
         out = self.item_tower(self.items(idx))
         return out * (idx > 0).unsqueeze(-1).to(out.dtype)
 
+    @property
+    def input_dim(self) -> int:
+        """Width of the history vectors the user tower reads: user_dim when tied, else edim."""
+        return self.cfg.user_dim if self.cfg.tied_input else self.cfg.edim
+
+    def input_vectors(self, idx: torch.Tensor, table: bool = False) -> torch.Tensor:
+        """(...,) item indices -> (..., input_dim): the history as the user tower reads it. ``cfg.tied_input``:
+        the candidate-side vectors (``encode_items``, so history and candidates share one representation);
+        otherwise the raw ID + tag vectors (the official split). Zero at padding either way. ``table=True``
+        (inference): computed once per catalogue row and gathered when ``idx`` has more entries than the catalogue
+        has rows; the same values (see ``ItemEmbedding.lookup``)."""
+        idx = idx.to(self.device, torch.long)
+        if not self.cfg.tied_input:
+            return self.items.lookup(idx) if table else self.items(idx)
+        if table and idx.numel() > self.items.num_items + 1:
+            return self.encode_items()[idx]  # (N+1, U) -> (..., U)
+        return self.encode_items(idx)
+
     def add_items(self, tags: torch.Tensor) -> torch.Tensor:
         """Grow the catalogue by M cold items (tags (M, max_tags)); returns their indices (M,).
 

@@ -196,14 +196,14 @@ def test_the_compiled_tower_runs_without_the_gil(tiny):
 
 
 def test_tied_models_are_served_eager_not_compiled(caplog):
-    """A t2diff_tied model reads the item tower's output, which the exported tower does not: no AOT compile."""
+    """A tied_input model reads the item tower's output, which the exported tower does not: no AOT compile."""
     import types
 
     import torch
 
     from t2diff.model import ModelConfig, build_model
 
-    cfg = ModelConfig(num_items=5, num_tags=2, max_tags=1, seq_len=8, session_len=2, extra={"t2diff_tied": True})
+    cfg = ModelConfig(num_items=5, num_tags=2, max_tags=1, seq_len=8, session_len=2, tied_input=True)
     model = build_model(cfg, torch.zeros(6, 1, dtype=torch.long))
     lm = types.SimpleNamespace(model=model, device="cpu", version=7, seq_len=8)
     with caplog.at_level("WARNING"):

@@ -8,13 +8,14 @@ from t2diff.model.config import ModelConfig
 TAGS = torch.tensor([[0, 0], [1, 2], [2, 0], [3, 0], [1, 0], [0, 0], [2, 3]])  # 6 items, row 0 = padding
 
 
-@pytest.mark.parametrize("arch,extra", [("sasrec", {}), ("gru4rec", {}), ("sasrec", {"sasrec_tied": True})])
-def test_interface_shapes_padding_and_growth(arch, extra):
+@pytest.mark.parametrize("arch,tied", [("sasrec", False), ("gru4rec", False), ("sasrec", True), ("gru4rec", True)])
+def test_interface_shapes_padding_and_growth(arch, tied):
     torch.manual_seed(0)
-    cfg = ModelConfig(arch=arch, num_items=6, num_tags=3, max_tags=2, seq_len=8, session_len=2, extra=extra)
+    cfg = ModelConfig(arch=arch, num_items=6, num_tags=3, max_tags=2, seq_len=8, session_len=2, tied_input=tied)
     m = build_baseline(cfg, TAGS)
-    if extra:  # tied: the history enters as the item tower's output, so the blocks are user_dim wide
-        assert m.blocks[0].qkv.in_features == cfg.user_dim != cfg.edim
+    # tied: the history enters as the item tower's output, so the tower's input is user_dim wide
+    width = m.blocks[0].qkv.in_features if arch == "sasrec" else m.gru.input_size
+    assert width == (cfg.user_dim if tied else cfg.edim) and cfg.user_dim != cfg.edim
     hist = torch.tensor([[0, 0, 0, 0, 0, 1, 2, 3], [4, 5, 6, 1, 2, 3, 4, 5]])
     batch = {"hist": hist, "hist_ts": torch.zeros_like(hist), "target": torch.tensor([4, 6]),
              "target_ts": torch.zeros(2, dtype=torch.long)}
@@ -157,6 +158,21 @@ def test_diffurec_overfits_a_deterministic_sequence():
     m.eval()
     scores = m.encode_users(hist, generator=torch.Generator().manual_seed(0)) @ m.encode_items()[1:].T
     assert (scores.argmax(1) + 1 == target).float().mean().item() == 1.0
+
+
+def test_diffurec_refuses_more_reverse_steps_than_it_trained_with():
+    m = _diffurec(extra={"diffurec_steps": 5}).eval()
+    hist = torch.tensor([[0, 1, 2, 3]])
+    assert m.encode_users(hist, num_steps=5).shape == (1, m.cfg.user_dim)
+    with pytest.raises(ValueError, match="num_steps must be in 1..5"):  # as T2Diff's schedule does; no silent cap
+        m.encode_users(hist, num_steps=6)
+
+
+def test_paper_sasrec_refuses_tied_input():
+    cfg = ModelConfig(arch="sasrec", num_items=6, num_tags=3, max_tags=2, seq_len=8, session_len=2, tied_input=True,
+                      extra={"sasrec_design": "paper"})
+    with pytest.raises(ValueError, match="tied_input does not apply"):
+        build_baseline(cfg, TAGS)
 
 
 def test_diffurec_without_the_diffusion_input_is_deterministic():

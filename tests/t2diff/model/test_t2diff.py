@@ -23,7 +23,7 @@ def test_interface_shapes(arch):
     torch.testing.assert_close(m.encode_items(torch.tensor([3, 7])), e_i[[3, 7]])
 
 
-TIED = {"extra": {"t2diff_tied": True}}  # the offline experiment: history as the item tower's output
+TIED = {"tied_input": True}  # the offline experiment: history as the item tower's output
 
 
 @pytest.mark.parametrize("arch,kw", [("t2diff", {}), ("mixed_attention", {}), ("t2diff", TIED)])
@@ -159,7 +159,7 @@ def test_eq22_user_ffn_is_in_the_path_and_keeps_padding_out():
 def test_tied_variant_reads_the_candidate_side_vectors():
     m = make_model("t2diff", **TIED)
     U = m.cfg.user_dim
-    assert m.tied and m.user_tower.blocks[0].q.weight.shape == (U, U) != (m.cfg.edim, m.cfg.edim)
+    assert m.cfg.tied_input and m.input_dim == U and m.user_tower.blocks[0].q.weight.shape == (U, U) != (m.cfg.edim, m.cfg.edim)
     b = make_batch()
     loss, metrics = m(b)
     loss.backward()
@@ -183,3 +183,14 @@ def test_tied_variant_reads_the_candidate_side_vectors():
                                                    generator=torch.Generator().manual_seed(0)), e3)
     with pytest.raises(ValueError, match="eager"):
         m.set_compiled_tower(lambda *a: None)
+
+
+@pytest.mark.parametrize("tied", [False, True])
+def test_input_vectors_table_path_gives_the_same_vectors(tied):
+    """Inference gathers from a per-row table when the batch has more entries than the catalogue; same values."""
+    m = make_model("t2diff", tied_input=tied).eval()
+    hist = make_batch()["hist"]
+    assert hist.numel() > m.items.num_items + 1  # the table branch is the one taken
+    direct = m.input_vectors(hist)
+    assert direct.shape == (*hist.shape, m.input_dim) and torch.all(direct[hist == 0] == 0)
+    torch.testing.assert_close(m.input_vectors(hist, table=True), direct)
