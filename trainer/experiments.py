@@ -124,10 +124,11 @@ def grid(suites: list[str], seeds: list[int], large_edim: int = 64, l_epochs: in
                                   ("diffurec_k", "kuairand")):
                     out += [RunSpec(group, a, ds, a, seed=s) for a in ("t2diff", "diffurec", "sasrec", "gru4rec")]
                     # what DiffuRec's result is made of: its denoiser without the diffusion input (λ = 0: x_t never
-                    # enters), and SASRec fed the candidate-side vectors as DiffuRec is (tied input/output)
+                    # enters), and SASRec / GRU4Rec / T2Diff fed the candidate-side vectors as DiffuRec is (tied_input)
                     out += [RunSpec(group, "diffurec λ=0 (no diffusion)", ds, "diffurec", seed=s,
                                     model={"extra": {"diffurec_lambda": 0.0}}),
                             RunSpec(group, "sasrec tied", ds, "sasrec", seed=s, model={"tied_input": True}),
+                            RunSpec(group, "gru4rec tied", ds, "gru4rec", seed=s, model={"tied_input": True}),
                             RunSpec(group, "t2diff tied", ds, "t2diff", seed=s, model={"tied_input": True})]
             elif suite == "smoke":
                 out += [RunSpec("smoke", a, "ml-1m", a, seed=s, train={"max_epochs": 2, "patience": 1})

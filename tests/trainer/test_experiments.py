@@ -43,9 +43,10 @@ def test_diffurec_suite_and_its_paired_line(tmp_path):
     specs = grid(["diffurec"], [0])
     assert {(s.group, s.dataset) for s in specs} == {("diffurec", "ml-1m"), ("diffurec_u", "ml-1m-users1-2999"),
                                                     ("diffurec_k", "kuairand")}
-    assert {s.arch for s in specs} == {"t2diff", "diffurec", "sasrec", "gru4rec"} and len(specs) == 21
-    assert {s.label for s in specs if s.model} == {"diffurec λ=0 (no diffusion)", "sasrec tied", "t2diff tied"}
-    assert len({s.run_id for s in specs}) == 21
+    assert {s.arch for s in specs} == {"t2diff", "diffurec", "sasrec", "gru4rec"} and len(specs) == 24
+    assert {s.label for s in specs if s.model} == {"diffurec λ=0 (no diffusion)", "sasrec tied", "gru4rec tied",
+                                                   "t2diff tied"}
+    assert len({s.run_id for s in specs}) == 24
     results = ([_res("d", "t2diff", s, v) for s, v in enumerate([0.30, 0.20, 0.25])]
                + [_res("d", "gru4rec", s, 0.26) for s in range(3)]
                + [_res("d", "diffurec", s, v) for s, v in enumerate([0.25, 0.21, 0.20])]
