@@ -82,6 +82,14 @@ def test_ml1m_tune_suites_search_one_grid_around_the_official_lr(suite, dataset)
     assert len({s.run_id for s in specs}) == len(specs) == 48  # 3 archs x 8 settings x 2 seeds, no repeats
 
 
+def test_ml1m_tune_edge_extends_both_grids_in_their_own_groups():
+    base, edge = grid(["users1-2999_tune", "table2_tune"], [0]), grid(["ml1m_tune_edge"], [0])
+    assert {(s.group, s.dataset) for s in edge} == {(s.group, s.dataset) for s in base}  # selection spans both
+    assert not {s.run_id for s in edge} & {s.run_id for s in base} and len(edge) == 2 * 3 * 2
+    assert {s.label.split(" | ")[1] for s in edge} == {"lr=0.02 dropout=0", "lr=0.05 dropout=0"}
+    assert {s.train["lr"] for s in edge} == {0.02, 0.05} and max(s.train["lr"] for s in base) == 0.01
+
+
 def test_select_on_validation_chooses_by_validation_not_test(tmp_path):
     def run(label, seed, val, test):
         r = _res("tune", label, seed, test)
