@@ -99,7 +99,8 @@ def test_select_on_validation_chooses_by_validation_not_test(tmp_path):
     for s in range(3):
         # t2diff: setting "a" is better on validation, "b" on test: "a" must be chosen
         results += [run("t2diff | a", s, 0.30, 0.20 + 0.01 * s), run("t2diff | b", s, 0.10, 0.40),
-                    run("gru4rec | a", s, 0.25, 0.22), run("gru4rec | b", s, 0.26, 0.19 + 0.02 * s)]
+                    run("gru4rec | a", s, 0.25, 0.22), run("gru4rec | b", s, 0.26, 0.19 + 0.02 * s),
+                    run("sasrec | a", s, 0.20, 0.14 + 0.01 * s)]
     sel = {o["arch"]: o for o in select_on_validation(results, "tune")}
     assert sel["t2diff"]["label"] == "t2diff | a" and sel["gru4rec"]["label"] == "gru4rec | b"
     assert sel["t2diff"]["n_settings"] == 2 and sel["t2diff"]["val"] == pytest.approx(0.30)
@@ -107,5 +108,9 @@ def test_select_on_validation_chooses_by_validation_not_test(tmp_path):
     md = report(results, tmp_path)
     assert "| t2diff | a | 2 | 0.3000 | 0.0525 ± 0.0025 | 0.2100 ± 0.0100 |" in md  # recall@10, recall@100
     # chosen t2diff (0.20, 0.21, 0.22) - chosen gru4rec (0.19, 0.21, 0.23) = (+0.01, 0, -0.01)
-    assert "Chosen T2Diff − chosen gru4rec (best other) on recall@100, paired by seed: +0.0000 ± 0.0058" in md
+    gru = next(line for line in md.splitlines() if line.startswith("Chosen T2Diff − chosen gru4rec (best other; "))
+    assert "on recall@100, paired by seed: +0.0000 ± 0.0058 (standard error" in gru
+    # and a line for every other arch, weaker ones after: (0.20, 0.21, 0.22) - (0.14, 0.15, 0.16); 0.21 / 0.15 = 1.4
+    sas = md.index("Chosen T2Diff − chosen sasrec (+40.0 % on the mean) on recall@100, paired by seed: +0.0600 ± 0.0000")
+    assert md.index(gru) < sas
     assert (tmp_path / "val_curves.png").stat().st_size > 0
