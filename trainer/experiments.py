@@ -36,6 +36,11 @@ TUNE_DROPOUTS = (0.0, 0.2)
 # ml1m_tune_edge: the ML-1M grid carried past its top lr (0.01 was chosen for every arch on the file-order set),
 # dropout 0 only (0.2 lost for every arch on both ML-1M sets); same groups as the grid, so selection spans both
 TUNE_LRS_ML1M_EDGE = (0.02, 0.05)
+# (lr, dropout) per data set and arch as chosen on mean validation recall@20 by users1-2999_tune / table2_tune +
+# ml1m_tune_edge over seeds 0-2 (thirteenth session, benchmarks/offline.md); ml1m_tuned re-runs them on seeds
+# the selection never saw, so its test figures carry no selection bias
+TUNED_ML1M = {"ml-1m-users1-2999": {"t2diff": (0.01, 0.0), "sasrec": (0.01, 0.0), "gru4rec": (0.01, 0.0)},
+              "ml-1m": {"t2diff": (0.005, 0.0), "sasrec": (0.01, 0.0), "gru4rec": (0.05, 0.0)}}
 TUNE_ARCHS = ["t2diff", "sasrec", "gru4rec"]  # the ML-1M tuning suites: T2Diff and the two baselines it must beat
 
 
@@ -67,7 +72,8 @@ def grid(suites: list[str], seeds: list[int], large_edim: int = 64, l_epochs: in
     """The runs behind each table. Suite names: table2, table2_large, table3, table4, kuairand, kuairand_edim
     (every arch at edim 16 and ``large_edim``), kuairand_tune (every arch over the same lr x dropout grid),
     users1-2999_tune and table2_tune (T2Diff, SASRec, GRU4Rec over one lr x dropout grid on ML-1M), ml1m_tune_edge
-    (those grids extended to higher lrs, into the same groups), diffurec
+    (those grids extended to higher lrs, into the same groups), ml1m_tuned (each arch at the setting those grids
+    chose, for fresh seeds), diffurec
     (the DiffuRec-style baseline beside T2Diff, SASRec and GRU4Rec on the three data sets),
     protocol_l, users1-2999, users1-2999_large, eq22 (the paper's user FFN vs the code's concat), train_next (x̂ at training: official vs from noise), sasrec_order
     (the official in-house SASRec's order-free design), sasrec_paper (that baseline as written), smoke (tiny)."""
@@ -100,6 +106,10 @@ def grid(suites: list[str], seeds: list[int], large_edim: int = 64, l_epochs: in
             elif suite == "ml1m_tune_edge":  # both ML-1M grids one step further up in lr (their groups)
                 for group, ds in (("users1-2999_tune", "ml-1m-users1-2999"), ("table2_tune", "ml-1m")):
                     out += _tune_specs(group, ds, TUNE_ARCHS, TUNE_LRS_ML1M_EDGE, s, dropouts=(0.0,))
+            elif suite == "ml1m_tuned":  # each arch at its chosen setting (TUNED_ML1M), labels = arch names
+                for group, ds in (("users1-2999_tuned", "ml-1m-users1-2999"), ("table2_tuned", "ml-1m")):
+                    out += [RunSpec(group, a, ds, a, seed=s, model={"dropout": d}, train={"lr": lr})
+                            for a, (lr, d) in TUNED_ML1M[ds].items()]
             elif suite == "users1-2999":
                 out += [RunSpec("users1-2999", a, "ml-1m-users1-2999", a, seed=s) for a in TABLE2_ARCHS]
             elif suite == "users1-2999_large":  # the file-order set with larger item vectors (official edim 4)

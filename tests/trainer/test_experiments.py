@@ -90,6 +90,16 @@ def test_ml1m_tune_edge_extends_both_grids_in_their_own_groups():
     assert {s.train["lr"] for s in edge} == {0.02, 0.05} and max(s.train["lr"] for s in base) == 0.01
 
 
+def test_ml1m_tuned_runs_each_arch_at_its_chosen_setting():
+    specs = grid(["ml1m_tuned"], [3, 4])
+    assert len(specs) == 2 * 3 * 2 and {s.group for s in specs} == {"users1-2999_tuned", "table2_tuned"}
+    by = {(s.dataset, s.label, s.seed): s for s in specs}
+    t = by[("ml-1m", "t2diff", 3)]
+    assert t.arch == "t2diff" and t.train == {"lr": 0.005} and t.model == {"dropout": 0.0}
+    assert by[("ml-1m", "gru4rec", 4)].train == {"lr": 0.05}
+    assert {by[("ml-1m-users1-2999", a, 3)].train["lr"] for a in ("t2diff", "sasrec", "gru4rec")} == {0.01}
+
+
 def test_select_on_validation_chooses_by_validation_not_test(tmp_path):
     def run(label, seed, val, test):
         r = _res("tune", label, seed, test)
