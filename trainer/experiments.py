@@ -369,8 +369,9 @@ def report(results: list[dict[str, Any]], out_dir: str | Path, header: str = "")
             if others:
                 best = max(others, key=lambda lab: np.mean(rows[(g, lab)][main]))
                 md += _paired_line(results, g, "t2diff", best, main, f"T2Diff − {best} (best other row)")
-                if best != "diffurec" and "diffurec" in others:  # the other diffusion model, always
-                    md += _paired_line(results, g, "t2diff", "diffurec", main, "T2Diff − diffurec")
+                for also in ("sasrec", "diffurec"):  # the target's baseline and the other diffusion model, always
+                    if best != also and also in others:
+                        md += _paired_line(results, g, "t2diff", also, main, f"T2Diff − {also}")
         # each T2Diff variant row ("t2diff tied", "t2diff next=prior", ...) against the strongest non-T2Diff row
         outside = [lab for lab in labels if not lab.startswith("t2diff") and rows[(g, lab)].get(main)]
         if main and outside:

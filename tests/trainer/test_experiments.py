@@ -49,6 +49,7 @@ def test_diffurec_suite_and_its_paired_line(tmp_path):
     assert len({s.run_id for s in specs}) == 24
     results = ([_res("d", "t2diff", s, v) for s, v in enumerate([0.30, 0.20, 0.25])]
                + [_res("d", "gru4rec", s, 0.26) for s in range(3)]
+               + [_res("d", "sasrec", s, v) for s, v in enumerate([0.20, 0.22, 0.24])]
                + [_res("d", "diffurec", s, v) for s, v in enumerate([0.25, 0.21, 0.20])]
                + [_res("d", "t2diff tied", s, v) for s, v in enumerate([0.31, 0.27, 0.29])])
     md = report(results, tmp_path)
@@ -58,6 +59,8 @@ def test_diffurec_suite_and_its_paired_line(tmp_path):
     # best other row is "t2diff tied"; diffurec gets its own line: (+0.05, -0.01, +0.05), SE 0.02
     assert "T2Diff − t2diff tied (best other row) on recall@100" in md
     assert "T2Diff − diffurec on recall@100, paired by seed: +0.0300 ± 0.0200" in md
+    # and SASRec, the target's baseline: (+0.10, -0.02, +0.01), mean +0.03, SE sqrt(0.0039 / 3)
+    assert "T2Diff − sasrec on recall@100, paired by seed: +0.0300 ± 0.0361" in md
     assert "T2Diff higher in 2 of 3 seeds" in md
 
 
