@@ -319,11 +319,16 @@ def _selected_md(results: list[dict[str, Any]], group: str) -> list[str]:
     others = [o for o in sel if o["arch"] != "t2diff"]
     # one paired line per other arch, the strongest first (SASRec's line is the one the ">= 25 %" target reads)
     for i, b in enumerate(sorted(others, key=lambda o: -np.mean(o["test"][main])) if t2 and main else []):
-        pct = 100 * (np.mean(t2["test"][main]) / np.mean(b["test"][main]) - 1)
+        pct = 100 * _rel(t2["test"][main], b["test"][main])
         md += _paired_line(results, group, t2["label"], b["label"], main,
                            f"Chosen T2Diff − chosen {b['arch']} ({'best other; ' if i == 0 else ''}"
                            f"{pct:+.1f} % on the mean)")
     return md
+
+
+def _rel(a: list[float], b: list[float]) -> float:
+    """Relative difference of the means, mean(a) / mean(b) - 1 (b's mean floored so an empty score cannot divide)."""
+    return float(np.mean(a) / max(np.mean(b), 1e-9) - 1)
 
 
 def _paired_line(results: list[dict[str, Any]], group: str, a: str, b: str, metric: str, what: str) -> list[str]:
@@ -362,7 +367,7 @@ def report(results: list[dict[str, Any]], out_dir: str | Path, header: str = "")
         # relative gain of the best T2Diff-family row over SASRec on the main cut-off
         main = _main_recall(metrics)
         if base and main and (g, "t2diff") in rows and rows[(g, "t2diff")].get(main):
-            t = np.mean(rows[(g, "t2diff")][main]) / max(np.mean(rows[(g, "sasrec")][main]), 1e-9) - 1
+            t = _rel(rows[(g, "t2diff")][main], rows[(g, "sasrec")][main])
             md.append(f"\nT2Diff vs SASRec on {main} (same invocation): {t * 100:+.1f} %")
         if main and rows.get((g, "t2diff"), {}).get(main):  # against the strongest other row, paired by seed
             others = [lab for lab in labels if lab != "t2diff" and rows[(g, lab)].get(main)]
@@ -377,7 +382,7 @@ def report(results: list[dict[str, Any]], out_dir: str | Path, header: str = "")
         if main and outside:
             b = max(outside, key=lambda lab: np.mean(rows[(g, lab)][main]))
             for v in (lab for lab in labels if lab.startswith("t2diff ") and rows[(g, lab)].get(main)):
-                rel = np.mean(rows[(g, v)][main]) / max(np.mean(rows[(g, b)][main]), 1e-9) - 1
+                rel = _rel(rows[(g, v)][main], rows[(g, b)][main])
                 md += _paired_line(results, g, v, b, main, f"{v} − {b} (best non-T2Diff row; {rel * 100:+.1f} % on the mean)")
         md += _selected_md(results, g)
     text = "\n".join(md) + "\n"

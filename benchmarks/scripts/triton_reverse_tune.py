@@ -99,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     user = torch.compile(m._user, dynamic=False)
     L = d.unet.padded_length(m.cfg.seq_len)
     for name, fn in (("item lookups per position", lambda: m.items(hist)),
-                     ("item lookups through the catalogue table (encode_users' path)", lambda: m.items.lookup(hist)),
+                     ("item lookups through the catalogue table (encode_users' path)", lambda: m.input_vectors(hist, table=True)),
                      ("noise draw (T=50)", lambda: torch.randn((51, a.batch, L, x.shape[-1]), device="cuda")),
                      ("mixed attention (compiled)", lambda: user(x, mask, x_next, hist_ts, now))):
         ms = cuda_ms(graphed(fn))

@@ -119,7 +119,7 @@ def test_tiny_model_overfits_a_deterministic_sequence():
 
 def test_item_lookup_through_the_catalogue_table_equals_the_per_position_computation():
     """encode_users gathers raw item vectors from a whole-catalogue table when a batch has more positions than
-    the catalogue has rows (ItemEmbedding.lookup); both branches must give forward()'s values exactly."""
+    the catalogue has rows (towers.per_row via input_vectors(table=True)); both branches must give forward()'s values exactly."""
     m = make_model("t2diff").eval()
     with torch.no_grad():
         m.items.id_weight[0] = 7.0  # junk in the padding row must still map to zeros
@@ -128,8 +128,8 @@ def test_item_lookup_through_the_catalogue_table_equals_the_per_position_computa
     small = big[:1, -20:]  # 20 positions: computed per position
     assert big.numel() > N_ITEMS + 1 >= small.numel()
     for idx in (big, small, torch.zeros(0, 50, dtype=torch.long)):
-        torch.testing.assert_close(m.items.lookup(idx), m.items(idx), rtol=0, atol=0)
-    assert m.items.lookup(big)[big == 0].abs().sum() == 0
+        torch.testing.assert_close(m.input_vectors(idx, table=True), m.items(idx), rtol=0, atol=0)
+    assert m.input_vectors(big, table=True)[big == 0].abs().sum() == 0
 
 
 def test_eq22_user_ffn_is_in_the_path_and_keeps_padding_out():
