@@ -43,6 +43,8 @@ def _cmd_train_offline(args: argparse.Namespace) -> int:
     for k in ("max_epochs", "patience", "lr", "batch_size", "threads", "max_train_samples"):
         if getattr(args, k) is not None:
             setattr(cfg, k, getattr(args, k))
+    if args.patience == 0:
+        cfg.patience = None
     out = Path(args.out) if args.out else runs_dir() / "checkpoints" / f"{args.dataset}-{args.arch}-{args.protocol}-s{args.seed}.pt"
     res = train(cfg, out=out)
     print(json.dumps({"checkpoint": str(out), "best_epoch": res["best_epoch"], "val": res["val"], "test": res["test"],
@@ -133,7 +135,8 @@ def register(groups) -> None:
     tr.add_argument("--edim", type=int, default=None, help="item vector size (official 4)")
     tr.add_argument("--set", action="append", metavar="KEY=VALUE", help="ModelConfig override (repeatable)")
     tr.add_argument("--max-epochs", type=int, default=None)
-    tr.add_argument("--patience", type=int, default=None)
+    tr.add_argument("--patience", type=int, default=None, help="early stop after N epochs without validation "
+                    "improvement (default 10); 0: no early stop, train --max-epochs and keep the best epoch")
     tr.add_argument("--lr", type=float, default=None)
     tr.add_argument("--batch-size", type=int, default=None)
     tr.add_argument("--threads", type=int, default=None)

@@ -73,7 +73,8 @@ def grid(suites: list[str], seeds: list[int], large_edim: int = 64, l_epochs: in
     (every arch at edim 16 and ``large_edim``), kuairand_tune (every arch over the same lr x dropout grid),
     users1-2999_tune and table2_tune (T2Diff, SASRec, GRU4Rec over one lr x dropout grid on ML-1M), ml1m_tune_edge
     (those grids extended to higher lrs, into the same groups), ml1m_tuned (each arch at the setting those grids
-    chose, for fresh seeds), diffurec
+    chose, for fresh seeds), ml1m_tuned_ablation (T2Diff without drift preparation and mixed attention only at
+    T2Diff's chosen setting, beside ml1m_tuned), ml1m_tuned_full (ml1m_tuned with no early stop), diffurec
     (the DiffuRec-style baseline beside T2Diff, SASRec and GRU4Rec on the three data sets),
     protocol_l, users1-2999, users1-2999_large, eq22 (the paper's user FFN vs the code's concat), train_next (x̂ at training: official vs from noise), sasrec_order
     (the official in-house SASRec's order-free design), sasrec_paper (that baseline as written), smoke (tiny)."""
@@ -110,6 +111,15 @@ def grid(suites: list[str], seeds: list[int], large_edim: int = 64, l_epochs: in
                 for group, ds in (("users1-2999_tuned", "ml-1m-users1-2999"), ("table2_tuned", "ml-1m")):
                     out += [RunSpec(group, a, ds, a, seed=s, model={"dropout": d}, train={"lr": lr})
                             for a, (lr, d) in TUNED_ML1M[ds].items()]
+            elif suite == "ml1m_tuned_ablation":  # T2Diff's Table 2 ablations at T2Diff's chosen setting (an
+                for group, ds in (("users1-2999_tuned", "ml-1m-users1-2999"), ("table2_tuned", "ml-1m")):  # ablation
+                    lr, d = TUNED_ML1M[ds]["t2diff"]  # keeps the full model's recipe), into ml1m_tuned's groups
+                    out += [RunSpec(group, a, ds, a, seed=s, model={"dropout": d}, train={"lr": lr})
+                            for a in ("t2diff_no_dp", "mixed_attention")]
+            elif suite == "ml1m_tuned_full":  # ml1m_tuned without early stopping: the official 100 epochs, best
+                for group, ds in (("users1-2999_tuned_full", "ml-1m-users1-2999"), ("table2_tuned_full", "ml-1m")):
+                    out += [RunSpec(group, a, ds, a, seed=s, model={"dropout": d},  # validation epoch kept
+                                    train={"lr": lr, "patience": None}) for a, (lr, d) in TUNED_ML1M[ds].items()]
             elif suite == "users1-2999":
                 out += [RunSpec("users1-2999", a, "ml-1m-users1-2999", a, seed=s) for a in TABLE2_ARCHS]
             elif suite == "users1-2999_large":  # the file-order set with larger item vectors (official edim 4)
@@ -374,7 +384,8 @@ def report(results: list[dict[str, Any]], out_dir: str | Path, header: str = "")
             if others:
                 best = max(others, key=lambda lab: np.mean(rows[(g, lab)][main]))
                 md += _paired_line(results, g, "t2diff", best, main, f"T2Diff − {best} (best other row)")
-                for also in ("sasrec", "diffurec"):  # the target's baseline and the other diffusion model, always
+                # the target's baseline, the other diffusion model and the no-diffusion ablation (what the
+                for also in ("sasrec", "diffurec", "mixed_attention", "t2diff_no_dp"):  # diffusion module and DP add)
                     if best != also and also in others:
                         md += _paired_line(results, g, "t2diff", also, main, f"T2Diff − {also}")
         # each T2Diff variant row ("t2diff tied", "t2diff next=prior", ...) against the strongest non-T2Diff row

@@ -3,7 +3,8 @@
 Recipe from the official code (config/nn_param.conf): Adam with a constant LR (0.002 ML-1M, 0.003 KuaiRand),
 batch 512, gradient clipping by norm **per parameter** at 110 (TF ``clip_by_norm`` on each variable), full
 softmax over all items. Unlike the official code, the epoch is selected on a VALIDATION split (early stop after
-``patience`` epochs without improvement) and the test split is evaluated exactly once, with the best weights.
+``patience`` epochs without improvement, or none: the full budget) and the test split is evaluated exactly once,
+with the best weights.
 """
 from __future__ import annotations
 
@@ -44,7 +45,7 @@ class OfflineConfig:
     lr: float | None = None  # None: 0.002 ML-1M, 0.003 KuaiRand (official)
     batch_size: int = 512
     max_epochs: int | None = None  # None: 100 ML-1M, 20 KuaiRand (official)
-    patience: int = 10
+    patience: int | None = 10  # None: no early stop; run max_epochs, keep the best validation epoch
     clip_norm: float = 110.0
     eval_batch_size: int = 1024
     select_metric: str | None = None  # None: recall@20 ML-1M, recall@100 KuaiRand, ndcg@10 protocol L
@@ -63,6 +64,8 @@ class OfflineConfig:
         kuai = c.dataset.startswith("kuairand")
         c.lr = c.lr if c.lr is not None else (0.003 if kuai else 0.002)
         c.max_epochs = c.max_epochs if c.max_epochs is not None else (20 if kuai else 100)
+        if c.patience is not None and c.patience < 1:
+            raise ValueError(f"patience must be >= 1 epoch or None (no early stop), got {c.patience}")
         if c.select_metric is None:
             c.select_metric = "ndcg@10" if c.protocol.upper() == "L" else ("recall@100" if kuai else "recall@20")
         return c
@@ -215,7 +218,7 @@ def train(cfg: OfflineConfig, split: Split | None = None, catalog: Catalog | Non
             best_state = copy.deepcopy(model.state_dict())
         else:
             bad += 1
-            if bad >= cfg.patience:
+            if cfg.patience is not None and bad >= cfg.patience:
                 log.info("early stop: %d epochs without improvement", bad)
                 break
     if best_state is not None:

@@ -103,6 +103,34 @@ def test_ml1m_tuned_runs_each_arch_at_its_chosen_setting():
     assert {by[("ml-1m-users1-2999", a, 3)].train["lr"] for a in ("t2diff", "sasrec", "gru4rec")} == {0.01}
 
 
+def test_ml1m_tuned_ablation_runs_the_ablations_at_t2diffs_setting_beside_ml1m_tuned(tmp_path):
+    specs, tuned = grid(["ml1m_tuned_ablation"], [3]), grid(["ml1m_tuned"], [3])
+    assert {s.label for s in specs} == {"t2diff_no_dp", "mixed_attention"} and len(specs) == 4
+    assert {s.group for s in specs} == {s.group for s in tuned}  # one table per data set with the tuned rows
+    assert not {s.run_id for s in specs} & {s.run_id for s in tuned}
+    t2 = {s.dataset: (s.train, s.model) for s in tuned if s.arch == "t2diff"}
+    assert all((s.train, s.model) == t2[s.dataset] for s in specs)  # the full model's recipe, per data set
+    assert {s.train["lr"] for s in specs if s.dataset == "ml-1m"} == {0.005}
+    # the report pairs T2Diff with each ablation (what the diffusion module / drift preparation add)
+    results = ([_res("t", "t2diff", s, v) for s, v in enumerate([0.30, 0.20, 0.25])]
+               + [_res("t", "gru4rec", s, 0.40) for s in range(3)]
+               + [_res("t", "mixed_attention", s, v) for s, v in enumerate([0.28, 0.21, 0.20])]
+               + [_res("t", "t2diff_no_dp", s, v) for s, v in enumerate([0.30, 0.22, 0.23])])
+    md = report(results, tmp_path)
+    # (+0.02, -0.01, +0.05): mean +0.02, SE std([.02, -.01, .05], ddof=1) / sqrt(3) = 0.03 / 1.732 = 0.0173
+    assert "T2Diff − mixed_attention on recall@100, paired by seed: +0.0200 ± 0.0173" in md
+    # (0, -0.02, +0.02): mean 0, SE 0.02 / 1.732 = 0.0115; higher in 1 of 3
+    assert "T2Diff − t2diff_no_dp on recall@100, paired by seed: +0.0000 ± 0.0115 (standard error; T2Diff higher in 1 of 3" in md
+
+
+def test_ml1m_tuned_full_is_ml1m_tuned_without_early_stopping():
+    full, tuned = grid(["ml1m_tuned_full"], [3]), grid(["ml1m_tuned"], [3])
+    assert len(full) == len(tuned) == 6 and not {s.run_id for s in full} & {s.run_id for s in tuned}
+    assert {s.group for s in full} == {"users1-2999_tuned_full", "table2_tuned_full"}
+    same = {(s.dataset, s.arch): (s.train["lr"], s.model) for s in tuned}
+    assert all(s.train["patience"] is None and (s.train["lr"], s.model) == same[(s.dataset, s.arch)] for s in full)
+
+
 def test_select_on_validation_chooses_by_validation_not_test(tmp_path):
     def run(label, seed, val, test):
         r = _res("tune", label, seed, test)

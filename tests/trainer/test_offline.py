@@ -50,6 +50,19 @@ def test_t2diff_arch_runs_one_epoch():
     assert np.isfinite(res["history"][0]["train_loss"]) and 0 <= res["test"]["recall@20"] <= 1
 
 
+def test_patience_none_trains_the_full_budget_and_patience_stops_early():
+    seqs, cat = _cyclic(n_users=40)
+    split = protocol_p(seqs, seed=0)
+    # lr 0: the weights never move, so validation never improves after epoch 0
+    base = dict(dataset="synthetic", arch="gru4rec", max_epochs=4, batch_size=64, lr=0.0, device="cpu")
+    stopped = train(OfflineConfig(**base, patience=1), split=split, catalog=cat)
+    full = train(OfflineConfig(**base, patience=None), split=split, catalog=cat)
+    assert stopped["epochs_run"] == 2 and full["epochs_run"] == 4
+    assert stopped["best_epoch"] == full["best_epoch"] == 0 and full["test"] == stopped["test"]
+    with pytest.raises(ValueError, match="patience must be >= 1"):
+        OfflineConfig(patience=0).resolved()
+
+
 @pytest.fixture
 def tiny_ml1m(tmp_path, monkeypatch):
     """A fake ML-1M in the shared-data layout (ratings >= 4 file + movies.dat)."""
@@ -74,6 +87,10 @@ def test_cli_train_eval_and_bench_on_tiny_dataset(tiny_ml1m, capsys):
     assert trainer_cli.main(["eval", "--checkpoint", str(ck), "--protocol", "P", "--device", "cpu"]) == 0
     ev = json.loads(capsys.readouterr().out)
     assert ev["metrics"]["recall@20"] == pytest.approx(first["test"]["recall@20"])  # same split, same weights
+    assert trainer_cli.main(["train", "offline", "--dataset", "ml-1m", "--arch", "gru4rec", "--max-epochs", "3",
+                             "--patience", "0", "--lr", "0", "--device", "cpu", "--out", str(ck)]) == 0
+    capsys.readouterr()
+    assert len(load_checkpoint(ck)[1]["metrics"]["history"]) == 3  # 0 = no early stop: the whole budget ran
     assert trainer_cli.main(["eval", "--checkpoint", str(tiny_ml1m / "missing.pt")]) == 2
     assert trainer_cli.main(["train", "offline", "--dataset", "nope", "--device", "cpu"]) == 2
     assert trainer_cli.main(["train", "offline", "--preset", "slow", "--device", "cpu"]) == 2
