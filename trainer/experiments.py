@@ -42,6 +42,7 @@ TUNE_LRS_ML1M_EDGE = (0.02, 0.05)
 TUNED_ML1M = {"ml-1m-users1-2999": {"t2diff": (0.01, 0.0), "sasrec": (0.01, 0.0), "gru4rec": (0.01, 0.0)},
               "ml-1m": {"t2diff": (0.005, 0.0), "sasrec": (0.01, 0.0), "gru4rec": (0.05, 0.0)}}
 TUNE_ARCHS = ["t2diff", "sasrec", "gru4rec"]  # the ML-1M tuning suites: T2Diff and the two baselines it must beat
+TUNED_GROUPS = (("users1-2999_tuned", "ml-1m-users1-2999"), ("table2_tuned", "ml-1m"))  # ml1m_tuned* tables
 
 
 @dataclass
@@ -108,17 +109,17 @@ def grid(suites: list[str], seeds: list[int], large_edim: int = 64, l_epochs: in
                 for group, ds in (("users1-2999_tune", "ml-1m-users1-2999"), ("table2_tune", "ml-1m")):
                     out += _tune_specs(group, ds, TUNE_ARCHS, TUNE_LRS_ML1M_EDGE, s, dropouts=(0.0,))
             elif suite == "ml1m_tuned":  # each arch at its chosen setting (TUNED_ML1M), labels = arch names
-                for group, ds in (("users1-2999_tuned", "ml-1m-users1-2999"), ("table2_tuned", "ml-1m")):
+                for group, ds in TUNED_GROUPS:
                     out += [RunSpec(group, a, ds, a, seed=s, model={"dropout": d}, train={"lr": lr})
                             for a, (lr, d) in TUNED_ML1M[ds].items()]
             elif suite == "ml1m_tuned_ablation":  # T2Diff's Table 2 ablations at T2Diff's chosen setting (an
-                for group, ds in (("users1-2999_tuned", "ml-1m-users1-2999"), ("table2_tuned", "ml-1m")):  # ablation
-                    lr, d = TUNED_ML1M[ds]["t2diff"]  # keeps the full model's recipe), into ml1m_tuned's groups
+                for group, ds in TUNED_GROUPS:  # ablation keeps the full model's recipe), into ml1m_tuned's tables
+                    lr, d = TUNED_ML1M[ds]["t2diff"]
                     out += [RunSpec(group, a, ds, a, seed=s, model={"dropout": d}, train={"lr": lr})
                             for a in ("t2diff_no_dp", "mixed_attention")]
             elif suite == "ml1m_tuned_full":  # ml1m_tuned without early stopping: the official 100 epochs, best
-                for group, ds in (("users1-2999_tuned_full", "ml-1m-users1-2999"), ("table2_tuned_full", "ml-1m")):
-                    out += [RunSpec(group, a, ds, a, seed=s, model={"dropout": d},  # validation epoch kept
+                for group, ds in TUNED_GROUPS:  # validation epoch kept
+                    out += [RunSpec(f"{group}_full", a, ds, a, seed=s, model={"dropout": d},
                                     train={"lr": lr, "patience": None}) for a, (lr, d) in TUNED_ML1M[ds].items()]
             elif suite == "users1-2999":
                 out += [RunSpec("users1-2999", a, "ml-1m-users1-2999", a, seed=s) for a in TABLE2_ARCHS]

@@ -78,6 +78,15 @@ def _read_live(reader: ItemIndex, k: int, seen: list, errors: list, stop: thread
         seen.append((len(hits), {int(round(s)) for _, s in hits}))
 
 
+def _until_seen(seen: list, errors: list, version: int, min_reads: int, timeout_s: float = 30.0) -> None:
+    """Let the reader run until it has made more than ``min_reads`` reads and its latest returned ``version`` (or
+    it failed, or time ran out): a fixed sleep raced the reader on a loaded machine (a search against the server
+    can outlast it)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and not errors and not (len(seen) > min_reads and version in seen[-1][1]):
+        time.sleep(0.05)
+
+
 def test_alias_switch_is_atomic_under_concurrent_reads(tmp_path):
     uri = str(tmp_path / "items.db")
     writer = ItemIndex(uri, shared=False, grace_s=3600, keep=10)
@@ -89,7 +98,7 @@ def test_alias_switch_is_atomic_under_concurrent_reads(tmp_path):
     t.start()
     for v in range(2, 6):
         writer.publish(v, np.arange(n), _version_vectors(v, n))
-    time.sleep(0.2)
+    _until_seen(seen, errors, 5, min_reads=10)
     stop.set()
     t.join(10)
     writer.close()
@@ -210,7 +219,7 @@ def test_milvus_server_round_trip_atomic_switch_and_rollback(milvus_server_uri):
     t.start()
     for v in (3, 4):
         idx.publish(v, np.arange(n), _version_vectors(v, n))
-    time.sleep(0.3)
+    _until_seen(seen, errors, 4, min_reads=5)
     stop.set()
     t.join(30)
     assert not errors and len(seen) > 5
