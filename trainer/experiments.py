@@ -108,19 +108,17 @@ def grid(suites: list[str], seeds: list[int], large_edim: int = 64, l_epochs: in
             elif suite == "ml1m_tune_edge":  # both ML-1M grids one step further up in lr (their groups)
                 for group, ds in (("users1-2999_tune", "ml-1m-users1-2999"), ("table2_tune", "ml-1m")):
                     out += _tune_specs(group, ds, TUNE_ARCHS, TUNE_LRS_ML1M_EDGE, s, dropouts=(0.0,))
-            elif suite == "ml1m_tuned":  # each arch at its chosen setting (TUNED_ML1M), labels = arch names
+            elif suite in ("ml1m_tuned", "ml1m_tuned_full"):  # each arch at its chosen setting (TUNED_ML1M),
+                # labels = arch names; _full: no early stop (the official 100 epochs, best validation epoch kept)
+                full = {"patience": None} if suite == "ml1m_tuned_full" else {}
                 for group, ds in TUNED_GROUPS:
-                    out += [RunSpec(group, a, ds, a, seed=s, model={"dropout": d}, train={"lr": lr})
-                            for a, (lr, d) in TUNED_ML1M[ds].items()]
+                    out += [RunSpec(group + suite.removeprefix("ml1m_tuned"), a, ds, a, seed=s, model={"dropout": d},
+                                    train={"lr": lr, **full}) for a, (lr, d) in TUNED_ML1M[ds].items()]
             elif suite == "ml1m_tuned_ablation":  # T2Diff's Table 2 ablations at T2Diff's chosen setting (an
                 for group, ds in TUNED_GROUPS:  # ablation keeps the full model's recipe), into ml1m_tuned's tables
                     lr, d = TUNED_ML1M[ds]["t2diff"]
                     out += [RunSpec(group, a, ds, a, seed=s, model={"dropout": d}, train={"lr": lr})
                             for a in ("t2diff_no_dp", "mixed_attention")]
-            elif suite == "ml1m_tuned_full":  # ml1m_tuned without early stopping: the official 100 epochs, best
-                for group, ds in TUNED_GROUPS:  # validation epoch kept
-                    out += [RunSpec(f"{group}_full", a, ds, a, seed=s, model={"dropout": d},
-                                    train={"lr": lr, "patience": None}) for a, (lr, d) in TUNED_ML1M[ds].items()]
             elif suite == "users1-2999":
                 out += [RunSpec("users1-2999", a, "ml-1m-users1-2999", a, seed=s) for a in TABLE2_ARCHS]
             elif suite == "users1-2999_large":  # the file-order set with larger item vectors (official edim 4)
