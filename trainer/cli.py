@@ -40,6 +40,7 @@ def _cmd_train_offline(args: argparse.Namespace) -> int:
     cfg = OfflineConfig(dataset=args.dataset, arch=args.arch, protocol=args.protocol, seed=args.seed,
                         device=args.device, until_ms=args.until_ms, catalog_all=args.catalog_all, model=model)
     cfg = apply_preset(cfg, args.preset)
+    cfg.probe_next = args.probe_next
     for k in ("max_epochs", "patience", "lr", "batch_size", "threads", "max_train_samples"):
         if getattr(args, k) is not None:
             setattr(cfg, k, getattr(args, k))
@@ -48,6 +49,7 @@ def _cmd_train_offline(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else runs_dir() / "checkpoints" / f"{args.dataset}-{args.arch}-{args.protocol}-s{args.seed}.pt"
     res = train(cfg, out=out)
     print(json.dumps({"checkpoint": str(out), "best_epoch": res["best_epoch"], "val": res["val"], "test": res["test"],
+                      **({"probe": res["probe"]} if "probe" in res else {}),
                       "wall_s": round(res["wall_s"], 1), "device": res["device"]}, indent=1))
     return 0
 
@@ -59,7 +61,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         print(f"error: checkpoint {args.checkpoint} does not exist", file=sys.stderr)
         return 2
     res = eval_checkpoint(args.checkpoint, protocol=args.protocol, seed=args.seed, device=args.device,
-                          split_on=args.split, max_eval_samples=args.max_samples)
+                          split_on=args.split, max_eval_samples=args.max_samples, probe_next=args.probe_next)
     print(json.dumps(res, indent=1))
     return 0
 
@@ -138,6 +140,8 @@ def register(groups) -> None:
     tr.add_argument("--patience", type=int, default=None, help="early stop after N epochs without validation "
                     "improvement (default 10); 0: no early stop, train --max-epochs and keep the best epoch")
     tr.add_argument("--lr", type=float, default=None)
+    tr.add_argument("--probe-next", action="store_true", help="diffusion archs: also report what x̂_{n+1} is worth "
+                    "on the test set (trainer/probe.py)")
     tr.add_argument("--batch-size", type=int, default=None)
     tr.add_argument("--threads", type=int, default=None)
     tr.add_argument("--max-train-samples", type=int, default=None)
@@ -150,13 +154,15 @@ def register(groups) -> None:
     ev.add_argument("--seed", type=int, default=None, help="split seed (default: the checkpoint's)")
     ev.add_argument("--device", default="auto")
     ev.add_argument("--max-samples", type=int, default=None)
+    ev.add_argument("--probe-next", action="store_true", help="diffusion archs: what x̂_{n+1} is worth (trainer/probe.py)")
     ev.set_defaults(func=_user_errors(_cmd_eval))
 
     b = groups.group("bench").add_parser("offline", help="Tables 2-4: archs x seeds x datasets")
     b.add_argument("--suites", nargs="+", default=["table2"],
                    help="table2 table2_large table2_tune table3 table4 kuairand kuairand_edim kuairand_tune "
-                        "protocol_l users1-2999 users1-2999_large users1-2999_tune eq22 diffurec train_next "
-                        "sasrec_order sasrec_paper smoke")
+                        "protocol_l users1-2999 users1-2999_large users1-2999_tune ml1m_tune_edge ml1m_tuned "
+                        "ml1m_tuned_ablation ml1m_tuned_full ml1m_tuned_ablation_full ml1m_tuned_probe eq22 "
+                        "diffurec train_next sasrec_order sasrec_paper smoke (trainer.experiments.grid)")
     b.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     b.add_argument("--only-arch", nargs="+", default=None)
     b.add_argument("--only-dataset", nargs="+", default=None, help="ml-1m | ml-1m-users1-2999 | kuairand")

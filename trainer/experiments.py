@@ -75,7 +75,8 @@ def grid(suites: list[str], seeds: list[int], large_edim: int = 64, l_epochs: in
     users1-2999_tune and table2_tune (T2Diff, SASRec, GRU4Rec over one lr x dropout grid on ML-1M), ml1m_tune_edge
     (those grids extended to higher lrs, into the same groups), ml1m_tuned (each arch at the setting those grids
     chose, for fresh seeds), ml1m_tuned_ablation (T2Diff without drift preparation and mixed attention only at
-    T2Diff's chosen setting, beside ml1m_tuned), ml1m_tuned_full (ml1m_tuned with no early stop), diffurec
+    T2Diff's chosen setting, beside ml1m_tuned), ml1m_tuned_full / ml1m_tuned_ablation_full (the same with no early
+    stop), ml1m_tuned_probe (T2Diff and T2Diff without DP at that setting, x̂_{n+1} probed: trainer.probe), diffurec
     (the DiffuRec-style baseline beside T2Diff, SASRec and GRU4Rec on the three data sets),
     protocol_l, users1-2999, users1-2999_large, eq22 (the paper's user FFN vs the code's concat), train_next (x̂ at training: official vs from noise), sasrec_order
     (the official in-house SASRec's order-free design), sasrec_paper (that baseline as written), smoke (tiny)."""
@@ -114,11 +115,19 @@ def grid(suites: list[str], seeds: list[int], large_edim: int = 64, l_epochs: in
                 for group, ds in TUNED_GROUPS:
                     out += [RunSpec(group + suite.removeprefix("ml1m_tuned"), a, ds, a, seed=s, model={"dropout": d},
                                     train={"lr": lr, **full}) for a, (lr, d) in TUNED_ML1M[ds].items()]
-            elif suite == "ml1m_tuned_ablation":  # T2Diff's Table 2 ablations at T2Diff's chosen setting (an
-                for group, ds in TUNED_GROUPS:  # ablation keeps the full model's recipe), into ml1m_tuned's tables
+            elif suite in ("ml1m_tuned_ablation", "ml1m_tuned_ablation_full"):  # T2Diff's Table 2 ablations at
+                # T2Diff's chosen setting (an ablation keeps the full model's recipe), into ml1m_tuned's tables
+                full = {"patience": None} if suite.endswith("_full") else {}
+                for group, ds in TUNED_GROUPS:
                     lr, d = TUNED_ML1M[ds]["t2diff"]
-                    out += [RunSpec(group, a, ds, a, seed=s, model={"dropout": d}, train={"lr": lr})
+                    out += [RunSpec(group + suite.removeprefix("ml1m_tuned_ablation"), a, ds, a, seed=s,
+                                    model={"dropout": d}, train={"lr": lr, **full})
                             for a in ("t2diff_no_dp", "mixed_attention")]
+            elif suite == "ml1m_tuned_probe":  # the two diffusion archs at T2Diff's chosen setting, probed on the
+                for group, ds in TUNED_GROUPS:  # test set: what their x̂_{n+1} is worth (trainer.probe)
+                    lr, d = TUNED_ML1M[ds]["t2diff"]
+                    out += [RunSpec(group + "_probe", a, ds, a, seed=s, model={"dropout": d},
+                                    train={"lr": lr, "probe_next": True}) for a in ("t2diff", "t2diff_no_dp")]
             elif suite == "users1-2999":
                 out += [RunSpec("users1-2999", a, "ml-1m-users1-2999", a, seed=s) for a in TABLE2_ARCHS]
             elif suite == "users1-2999_large":  # the file-order set with larger item vectors (official edim 4)
@@ -395,6 +404,9 @@ def report(results: list[dict[str, Any]], out_dir: str | Path, header: str = "")
                 rel = _rel(rows[(g, v)][main], rows[(g, b)][main])
                 md += _paired_line(results, g, v, b, main, f"{v} − {b} (best non-T2Diff row; {rel * 100:+.1f} % on the mean)")
         md += _selected_md(results, g)
+    from trainer.probe import probe_md  # torch-free report otherwise
+
+    md += probe_md(results)
     text = "\n".join(md) + "\n"
     Path(out_dir, "offline.md").write_text(text)
     plot_curves(results, Path(out_dir, "val_curves.png"))

@@ -22,7 +22,8 @@ from tqdm import tqdm
 
 from t2diff.data import Catalog, Interactions, dataset_stats, load_dataset, load_kuairand, load_kuairand_log, user_sequences
 from t2diff.model.config import ModelConfig
-from trainer import modelapi
+from t2diff.model.t2diff import DIFFUSION_ARCHS
+from trainer import modelapi, probe
 from trainer.metrics import RankingAccumulator, cutoffs_for, ranks_from_scores
 from trainer.optim import clip_per_parameter
 from trainer.protocols import SampleSet, Split, build_split
@@ -55,6 +56,7 @@ class OfflineConfig:
     max_eval_samples: int | None = None
     val_frac: float = 0.1
     l_train_per_user: int | None = None  # protocol L: only the most recent N training targets per user (None = all)
+    probe_next: bool = False  # diffusion archs: also probe what x̂_{n+1} is worth on the test set (trainer.probe)
     device: str = "auto"
     threads: int | None = None
     model: dict[str, Any] = field(default_factory=dict)  # ModelConfig overrides
@@ -66,6 +68,8 @@ class OfflineConfig:
         c.max_epochs = c.max_epochs if c.max_epochs is not None else (20 if kuai else 100)
         if c.patience is not None and c.patience < 1:
             raise ValueError(f"patience must be >= 1 epoch or None (no early stop), got {c.patience}")
+        if c.probe_next and c.arch not in DIFFUSION_ARCHS:
+            raise ValueError(f"probe_next needs a diffusion arch {DIFFUSION_ARCHS}, got {c.arch!r}")
         if c.select_metric is None:
             c.select_metric = "ndcg@10" if c.protocol.upper() == "L" else ("recall@100" if kuai else "recall@20")
         return c
@@ -236,6 +240,9 @@ def train(cfg: OfflineConfig, split: Split | None = None, catalog: Catalog | Non
               "test_infer_ms_per_user": infer_ms,
               "history": history, "wall_s": time.time() - t0, "device": str(device), "params": n_params,
               "split": split.info, "stats": stats, "config": asdict(cfg), "model_config": mcfg.to_dict()}
+    if cfg.probe_next:  # after the test figures (and their timing), with the same noise seed
+        result["probe"] = probe.probe_next(model, test_set, ks, device, cfg.eval_batch_size, seed=cfg.seed + 1)
+        log.info("x̂ probe: %s", {v: round(result["probe"][v][f"recall@{ks[-1]}"], 4) for v in probe.VARIANTS})
     log.info("%s %s/%s seed %d: best epoch %d, test %s (%.0fs)", cfg.arch, cfg.dataset, split.protocol, cfg.seed,
              best_epoch, {k: round(v, 4) for k, v in test.items()}, result["wall_s"])
     if out is not None:
@@ -248,13 +255,16 @@ def train(cfg: OfflineConfig, split: Split | None = None, catalog: Catalog | Non
 
 
 def eval_checkpoint(path: str | Path, protocol: str = "P", seed: int | None = None, device: str = "auto",
-                    split_on: str = "test", max_eval_samples: int | None = None) -> dict[str, Any]:
+                    split_on: str = "test", max_eval_samples: int | None = None,
+                    probe_next: bool = False) -> dict[str, Any]:
     """Re-evaluate a saved checkpoint on a protocol's split, rebuilt from the data set named in the checkpoint.
 
     The checkpoint's catalogue maps the data set's raw ids, so the same split is rebuilt with the same seed."""
     dev = pick_device(device)
     model, extra = modelapi.load_checkpoint(path, map_location="cpu")
     model = model.to(dev)
+    if probe_next and not probe.has_diffusion(model):
+        raise ValueError(f"--probe-next needs a diffusion arch checkpoint, {path} holds {model.cfg.arch!r}")
     catalog = Catalog.from_dict(extra["catalog"])
     meta = extra.get("metrics", {}) or {}
     dataset = extra.get("dataset") or meta.get("dataset", "ml-1m")
@@ -271,5 +281,8 @@ def eval_checkpoint(path: str | Path, protocol: str = "P", seed: int | None = No
         ks = tuple(sorted(set(ks) | {10}))
     samples = _subsample(getattr(split, split_on), max_eval_samples, seed)
     res = evaluate(model, samples, ks, dev, seed=seed + 1, ndcg=ndcg)
-    return {"checkpoint": str(path), "dataset": dataset, "protocol": split.protocol, "split": split_on,
-            "seed": seed, "metrics": res}
+    out = {"checkpoint": str(path), "dataset": dataset, "protocol": split.protocol, "split": split_on,
+           "seed": seed, "metrics": res}
+    if probe_next:
+        out["probe"] = probe.probe_next(model, samples, ks, dev, seed=seed + 1)
+    return out

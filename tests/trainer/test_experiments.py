@@ -131,6 +131,19 @@ def test_ml1m_tuned_full_is_ml1m_tuned_without_early_stopping():
     assert all(s.train["patience"] is None and (s.train["lr"], s.model) == same[(s.dataset, s.arch)] for s in full)
 
 
+def test_ml1m_tuned_ablation_full_and_probe_suites():
+    full, abl = grid(["ml1m_tuned_ablation_full"], [3]), grid(["ml1m_tuned_ablation"], [3])
+    assert {s.group for s in full} == {"users1-2999_tuned_full", "table2_tuned_full"}  # beside ml1m_tuned_full
+    assert not {s.run_id for s in full} & {s.run_id for s in abl + grid(["ml1m_tuned_full"], [3])}
+    recipe = {(s.dataset, s.arch): (s.train["lr"], s.model) for s in abl}
+    assert all(s.train["patience"] is None and (s.train["lr"], s.model) == recipe[(s.dataset, s.arch)] for s in full)
+    probe = grid(["ml1m_tuned_probe"], [3, 4])
+    assert len(probe) == 2 * 2 * 2 and {s.arch for s in probe} == {"t2diff", "t2diff_no_dp"}
+    assert {s.group for s in probe} == {"users1-2999_tuned_probe", "table2_tuned_probe"}
+    t2 = {s.dataset: s.train["lr"] for s in grid(["ml1m_tuned"], [3]) if s.arch == "t2diff"}
+    assert all(s.train == {"lr": t2[s.dataset], "probe_next": True} for s in probe)
+
+
 def test_select_on_validation_chooses_by_validation_not_test(tmp_path):
     def run(label, seed, val, test):
         r = _res("tune", label, seed, test)
