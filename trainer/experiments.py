@@ -76,7 +76,8 @@ def grid(suites: list[str], seeds: list[int], large_edim: int = 64, l_epochs: in
     (those grids extended to higher lrs, into the same groups), ml1m_tuned (each arch at the setting those grids
     chose, for fresh seeds), ml1m_tuned_ablation (T2Diff without drift preparation and mixed attention only at
     T2Diff's chosen setting, beside ml1m_tuned), ml1m_tuned_full / ml1m_tuned_ablation_full (the same with no early
-    stop), ml1m_tuned_probe (T2Diff and T2Diff without DP at that setting, x̂_{n+1} probed: trainer.probe), diffurec
+    stop), ml1m_tuned_probe (T2Diff and T2Diff without DP at that setting, x̂_{n+1} probed: trainer.probe),
+    probe_official (T2Diff at the official recipe, probed, on KuaiRand and both ML-1M sets), diffurec
     (the DiffuRec-style baseline beside T2Diff, SASRec and GRU4Rec on the three data sets),
     protocol_l, users1-2999, users1-2999_large, eq22 (the paper's user FFN vs the code's concat), train_next (x̂ at training: official vs from noise), sasrec_order
     (the official in-house SASRec's order-free design), sasrec_paper (that baseline as written), smoke (tiny)."""
@@ -128,6 +129,10 @@ def grid(suites: list[str], seeds: list[int], large_edim: int = 64, l_epochs: in
                     lr, d = TUNED_ML1M[ds]["t2diff"]
                     out += [RunSpec(group + "_probe", a, ds, a, seed=s, model={"dropout": d},
                                     train={"lr": lr, "probe_next": True}) for a in ("t2diff", "t2diff_no_dp")]
+            elif suite == "probe_official":  # T2Diff at the official recipe, x̂_{n+1} probed, on the three data sets
+                out += [RunSpec(group, "t2diff", ds, "t2diff", seed=s, train={"probe_next": True}) for group, ds in
+                        (("kuairand_probe", "kuairand"), ("users1-2999_probe", "ml-1m-users1-2999"),
+                         ("table2_probe", "ml-1m"))]
             elif suite == "users1-2999":
                 out += [RunSpec("users1-2999", a, "ml-1m-users1-2999", a, seed=s) for a in TABLE2_ARCHS]
             elif suite == "users1-2999_large":  # the file-order set with larger item vectors (official edim 4)

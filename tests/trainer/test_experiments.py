@@ -142,6 +142,10 @@ def test_ml1m_tuned_ablation_full_and_probe_suites():
     assert {s.group for s in probe} == {"users1-2999_tuned_probe", "table2_tuned_probe"}
     t2 = {s.dataset: s.train["lr"] for s in grid(["ml1m_tuned"], [3]) if s.arch == "t2diff"}
     assert all(s.train == {"lr": t2[s.dataset], "probe_next": True} for s in probe)
+    official = grid(["probe_official"], [0])  # the official recipe: no lr / model override, probe on
+    assert {s.dataset for s in official} == {"kuairand", "ml-1m-users1-2999", "ml-1m"}
+    assert all(s.arch == "t2diff" and s.train == {"probe_next": True} and s.model == {} for s in official)
+    assert len({s.run_id for s in official + probe}) == len(official) + len(probe)
 
 
 def test_select_on_validation_chooses_by_validation_not_test(tmp_path):
