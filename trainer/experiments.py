@@ -409,12 +409,13 @@ def report(results: list[dict[str, Any]], out_dir: str | Path, header: str = "")
                 rel = _rel(rows[(g, v)][main], rows[(g, b)][main])
                 md += _paired_line(results, g, v, b, main, f"{v} − {b} (best non-T2Diff row; {rel * 100:+.1f} % on the mean)")
         md += _selected_md(results, g)
-    from trainer.probe import probe_md  # torch-free report otherwise
+    from trainer.probe import plot_probe, probe_md  # torch-free report otherwise
 
     md += probe_md(results)
     text = "\n".join(md) + "\n"
     Path(out_dir, "offline.md").write_text(text)
     plot_curves(results, Path(out_dir, "val_curves.png"))
+    plot_probe(results, Path(out_dir, "probe.png"))
     return text
 
 

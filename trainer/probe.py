@@ -20,6 +20,7 @@ noise), what its generated next-item vector is worth:
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -120,3 +121,34 @@ def probe_md(results: list[dict[str, Any]]) -> list[str]:
                   f"cos(generated drift, true drift) {col(lambda p: p['drift_cos'])}; "
                   f"||x̂ − x_{{n+1}}|| / ||x_n − x_{{n+1}}|| {col(lambda p: p['dist_ratio'])}")
     return md
+
+
+def plot_probe(results: list[dict[str, Any]], path: str | Path) -> bool:
+    """Bar chart: the tower's main recall per x̂ variant (mean ± std over seeds), one group of bars per probed
+    (group, label). Returns False (no file) when no run was probed."""
+    by: dict[str, list[dict[str, Any]]] = {}
+    for r in results:
+        if "error" not in r and r.get("probe"):
+            by.setdefault(f"{r['spec']['group']}\n{r['spec']['label']}", []).append(r["probe"])
+    if not by:
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(by), figsize=(3.2 * len(by) + 1, 3.6), squeeze=False)
+    for ax, (name, probes) in zip(axes.flat, by.items()):
+        R = max((k for k in probes[0]["sampled"] if k.startswith("recall@")), key=lambda k: int(k.split("@")[1]))
+        vals = np.asarray([[p[v][R] for v in VARIANTS] for p in probes])  # (seeds, variants)
+        sd = vals.std(0, ddof=1) if len(vals) > 1 else np.zeros(len(VARIANTS))
+        ax.bar(range(len(VARIANTS)), vals.mean(0), yerr=sd, color=["C0", "C7", "C3", "C2"], capsize=3)
+        ax.set_xticks(range(len(VARIANTS)), [v.replace("_", " ") for v in VARIANTS], rotation=30, fontsize=8)
+        ax.set_title(f"{name} ({len(probes)} seeds)", fontsize=8)
+        ax.set_ylabel(f"tower test {R}")
+        ax.grid(axis="y", alpha=0.3)
+    fig.suptitle("x̂_{n+1} fed to the trained tower", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True

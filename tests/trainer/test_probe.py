@@ -6,7 +6,8 @@ import torch
 from tests.trainer.test_offline import _cyclic, tiny_ml1m  # noqa: F401 (fixture)
 from trainer import cli as trainer_cli
 from trainer.offline import OfflineConfig, train
-from trainer.probe import VARIANTS, probe_md, probe_next
+from trainer.experiments import report
+from trainer.probe import VARIANTS, plot_probe, probe_md, probe_next
 from trainer.protocols import protocol_p
 
 CPU = torch.device("cpu")
@@ -97,19 +98,24 @@ def test_cli_train_and_eval_report_the_probe(tiny_ml1m, capsys):  # noqa: F811
     assert ev["probe"]["oracle"] == pytest.approx(first["probe"]["oracle"])
 
 
+def _run(group, label, seed, r20):  # a bench result line as run_grid writes it (the fields report reads)
+    return {"spec": {"group": group, "label": label, "seed": seed}, "dataset": "ml-1m",
+            "test": {"n": 100, "recall@20": r20}, "val": {"recall@20": r20}, "config": {"select_metric": "recall@20"},
+            "best_epoch": 3, "wall_s": 1.0, "test_infer_ms_per_user": 0.1, "history": [{"val_recall@20": r20}]}
+
+
 def _probed(seed, sampled, zero, shuffled, oracle):
     def m(r):
         return {"recall@20": r, "mrr@20": r / 4, "recall@2": r / 5, "mrr@2": r / 10}
-    return {"spec": {"group": "g_probe", "label": "t2diff", "seed": seed}, "dataset": "ml-1m",
+    return {**_run("g_probe", "t2diff", seed, sampled),
             "probe": {"sampled": m(sampled), "zero_drift": m(zero), "shuffled": m(shuffled), "oracle": m(oracle),
                       "guess": {"recall@20": 0.1, "recall@20_last": 0.2, "mrr@20": 0.0, "mrr@20_last": 0.0},
                       "drift_cos": 0.05 * seed, "dist_ratio": 1.1, "n": 100}}
 
 
-def test_probe_report_pairs_the_variants_by_seed():
+def test_probe_report_pairs_the_variants_by_seed(tmp_path):
     results = [_probed(0, 0.30, 0.28, 0.20, 0.90), _probed(1, 0.20, 0.21, 0.15, 0.80),
-               _probed(2, 0.25, 0.20, 0.10, 0.85), {"spec": {"group": "g", "label": "sasrec", "seed": 0},
-                                                      "test": {"recall@20": 0.3}}]
+               _probed(2, 0.25, 0.20, 0.10, 0.85), _run("g", "sasrec", 0, 0.3)]
     md = "\n".join(probe_md(results))
     assert "#### g_probe / t2diff" in md and "(3 seeds" in md and "sasrec" not in md
     assert "| oracle | 0.8500 ± 0.0500 |" in md
@@ -119,3 +125,7 @@ def test_probe_report_pairs_the_variants_by_seed():
     assert "sampled − oracle on recall@20, paired by seed: -0.6000 ± 0.0000" in md
     # drift_cos 0, 0.05, 0.10: mean 0.05, std 0.05
     assert "cos(generated drift, true drift) 0.0500 ± 0.0500" in md
+    report(results, tmp_path)  # the bench report carries the probe section and its bar chart
+    assert "#### g_probe / t2diff" in (tmp_path / "offline.md").read_text()
+    assert (tmp_path / "probe.png").stat().st_size > 0
+    assert not plot_probe(results[-1:], tmp_path / "none.png") and not (tmp_path / "none.png").exists()
