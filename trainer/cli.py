@@ -69,7 +69,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 def _cmd_bench_offline(args: argparse.Namespace) -> int:
     import time
 
-    from trainer.experiments import default_jobs, grid, report, run_grid, table1
+    from trainer.experiments import default_jobs, grid, run_grid
+    from trainer.report import report, table1
 
     t0 = time.time()
     specs = grid(args.suites, args.seeds, large_edim=args.large_edim, l_epochs=args.l_epochs,

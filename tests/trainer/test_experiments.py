@@ -1,7 +1,8 @@
 """The experiment grid's specs and the report's paired comparison (no training: hand-made results)."""
 import pytest
 
-from trainer.experiments import TABLE2_ARCHS, grid, paired_diff, report, select_on_validation
+from trainer.experiments import TABLE2_ARCHS, grid
+from trainer.report import paired_diff, report, select_on_validation
 
 
 def test_kuairand_edim_suite_runs_every_arch_at_two_sizes():

@@ -6,7 +6,7 @@ import torch
 from tests.trainer.test_offline import _cyclic, tiny_ml1m  # noqa: F401 (fixture)
 from trainer import cli as trainer_cli
 from trainer.offline import OfflineConfig, train
-from trainer.experiments import report
+from trainer.report import report
 from trainer.probe import VARIANTS, plot_probe, probe_md, probe_next
 from trainer.protocols import protocol_p
 
