@@ -74,7 +74,8 @@ def grid(suites: list[str], seeds: list[int], large_edim: int = 64, l_epochs: in
     chose, for fresh seeds), ml1m_tuned_ablation (T2Diff without drift preparation and mixed attention only at
     T2Diff's chosen setting, beside ml1m_tuned), ml1m_tuned_full / ml1m_tuned_ablation_full (the same with no early
     stop), ml1m_tuned_probe (T2Diff and T2Diff without DP at that setting, x̂_{n+1} probed: trainer.probe),
-    probe_official (T2Diff at the official recipe, probed, on KuaiRand and both ML-1M sets), diffurec
+    probe_official (T2Diff at the official recipe, probed, on KuaiRand and both ML-1M sets), zero_out (T2Diff with
+    the U-Net's output started at 0, beside probe_official's rows; GRU4Rec and SASRec on KuaiRand), diffurec
     (the DiffuRec-style baseline beside T2Diff, SASRec and GRU4Rec on the three data sets),
     protocol_l, users1-2999, users1-2999_large, eq22 (the paper's user FFN vs the code's concat), train_next (x̂ at training: official vs from noise), sasrec_order
     (the official in-house SASRec's order-free design), sasrec_paper (that baseline as written), smoke (tiny)."""
@@ -130,6 +131,14 @@ def grid(suites: list[str], seeds: list[int], large_edim: int = 64, l_epochs: in
                 out += [RunSpec(group, "t2diff", ds, "t2diff", seed=s, train={"probe_next": True}) for group, ds in
                         (("kuairand_probe", "kuairand"), ("users1-2999_probe", "ml-1m-users1-2999"),
                          ("table2_probe", "ml-1m"))]
+            elif suite == "zero_out":  # T2Diff with the U-Net's last layer started at 0 (ModelConfig.unet_zero_out),
+                # probed, into probe_official's groups (paired by seed with its T2Diff rows); KuaiRand's baselines
+                for group, ds in (("kuairand_probe", "kuairand"), ("users1-2999_probe", "ml-1m-users1-2999"),
+                                  ("table2_probe", "ml-1m")):
+                    out.append(RunSpec(group, "t2diff zero-out", ds, "t2diff", seed=s, model={"unet_zero_out": True},
+                                       train={"probe_next": True}))
+                    if ds == "kuairand":
+                        out += [RunSpec(group, a, ds, a, seed=s) for a in ("gru4rec", "sasrec")]
             elif suite == "users1-2999":
                 out += [RunSpec("users1-2999", a, "ml-1m-users1-2999", a, seed=s) for a in TABLE2_ARCHS]
             elif suite == "users1-2999_large":  # the file-order set with larger item vectors (official edim 4)

@@ -40,6 +40,11 @@ class ModelConfig:
     lambda_kl: float = 0.1  # λ in Eq. 25 (official: 0.1 ML-1M, 10 KuaiRand)
     unet_channels: tuple[int, ...] = (4, 8, 16, 32)
     step_weight: float = 1e-2  # official scale of the timestep embedding
+    # The official U-Net ends in a LayerNorm (gain 1), so at initialisation ẑ0 has unit scale per position (norm
+    # ~2 at edim 4) against drifts of ~0.05: until Adam shrinks that gain (~1/lr steps) x̂_{n+1} is x_n plus a
+    # large, input-independent offset. True: start the last gain (or output projection) at 0, so ẑ0 starts at 0
+    # (x̂ = x_n) and the U-Net learns drifts from the first step (the "zero module" of diffusion U-Nets).
+    unet_zero_out: bool = False
     drift_preparation: bool = True  # False = "T2Diff w/o DP" ablation
     # Where the tower's x̂_{n+1} comes from at training time. "target" (official code): reconstructed from the
     # noised true drift at the sampled t, so for small t it is nearly the target itself, while at inference

@@ -60,7 +60,7 @@ class DriftDiffusion(nn.Module):
         self.schedule = NoiseSchedule(cfg.diffusion_steps, cfg.schedule, cfg.beta_a, cfg.beta_b, cfg.posterior)
         if cfg.infer_steps:
             self.schedule.set_timesteps(cfg.infer_steps)
-        self.unet = UNet1D(cfg.edim, tuple(cfg.unet_channels), cfg.diffusion_steps, cfg.step_weight)
+        self.unet = UNet1D(cfg.edim, tuple(cfg.unet_channels), cfg.diffusion_steps, cfg.step_weight, cfg.unet_zero_out)
         # Denoiser used by the reverse loop: the U-Net itself, or a torch.compile'd wrapper of it. Kept out of
         # the module registry (object.__setattr__) so state_dict keys never change with compilation.
         object.__setattr__(self, "_denoiser", None)

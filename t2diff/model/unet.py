@@ -89,7 +89,7 @@ class UNet1D(nn.Module):
     """
 
     def __init__(self, edim: int, channels: tuple[int, ...] = (4, 8, 16, 32), num_steps: int = 50,
-                 step_weight: float = 1e-2) -> None:
+                 step_weight: float = 1e-2, zero_out: bool = False) -> None:
         super().__init__()
         ch = scaled_channels(channels, edim)
         self.levels = len(ch)
@@ -108,6 +108,12 @@ class UNet1D(nn.Module):
             self.up_proj.append(nn.Linear(ch[i + 1], ch[i]))  # the official 1x1 conv
             self.up.append(Conv3Block(2 * ch[i], ch[i]))
         self.out = nn.Identity() if ch[0] == edim else nn.Linear(ch[0], edim)
+        if zero_out:  # ModelConfig.unet_zero_out: the last layer starts at 0, so ẑ0 = 0 until it learns
+            if isinstance(self.out, nn.Linear):
+                nn.init.zeros_(self.out.weight)
+                nn.init.zeros_(self.out.bias)
+            else:  # the output is the last block's LayerNorm: gain 0 (its bias is 0 already)
+                nn.init.zeros_((self.up[-1] if len(self.up) else self.down[-1]).norm.weight)
 
     def padded_length(self, L: int) -> int:
         """Smallest length >= L that pools evenly and keeps >= 2 positions at the bottom level."""

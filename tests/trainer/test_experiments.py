@@ -147,6 +147,12 @@ def test_ml1m_tuned_ablation_full_and_probe_suites():
     assert {s.dataset for s in official} == {"kuairand", "ml-1m-users1-2999", "ml-1m"}
     assert all(s.arch == "t2diff" and s.train == {"probe_next": True} and s.model == {} for s in official)
     assert len({s.run_id for s in official + probe}) == len(official) + len(probe)
+    zero = grid(["zero_out"], [0])  # beside probe_official's T2Diff rows (same groups, its own label)
+    zt = [s for s in zero if s.arch == "t2diff"]
+    assert {s.group for s in zt} == {s.group for s in official} and {s.label for s in zt} == {"t2diff zero-out"}
+    assert all(s.model == {"unet_zero_out": True} and s.train == {"probe_next": True} for s in zt)
+    assert {(s.dataset, s.arch) for s in zero if s.arch != "t2diff"} == {("kuairand", "gru4rec"), ("kuairand", "sasrec")}
+    assert not {s.run_id for s in zero} & {s.run_id for s in official}
 
 
 def test_select_on_validation_chooses_by_validation_not_test(tmp_path):

@@ -28,3 +28,22 @@ def test_unet_shapes_channels_and_length_check():
     assert out_shared.shape == (2, 56, 8)
     with pytest.raises(ValueError, match="multiple"):
         net(torch.randn(2, 50, 8), torch.randn(2, 50, 8), torch.tensor(0))
+
+
+@pytest.mark.parametrize("channels", [(4, 8, 16, 32), (8, 16)])  # output = the last LayerNorm / a Linear
+def test_zero_out_starts_the_prediction_at_zero_and_still_learns(channels):
+    torch.manual_seed(0)
+    z, x, t = torch.randn(3, 56, 4) * 0.05, torch.randn(3, 56, 4) * 0.05, torch.tensor([0, 10, 49])
+    # the official net: a unit-scale output per position whatever the (small) input, as its last op is a LayerNorm
+    official = UNet1D(edim=4, channels=channels)(z, x, t)
+    assert official.norm(dim=-1).mean() > 0.5
+    net = UNet1D(edim=4, channels=channels, zero_out=True)
+    assert torch.count_nonzero(net(z, x, t)) == 0  # ẑ0 = 0: x̂_{n+1} = x_n at initialisation
+    target = torch.randn(3, 56, 4) * 0.05
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+    for _ in range(20):  # the zeroed layer gets a gradient, then the layers before it
+        loss = (net(z, x, t) - target).pow(2).sum()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert torch.count_nonzero(net(z, x, t)) > 0 and (net(z, x, t) - target).pow(2).sum() < target.pow(2).sum()
