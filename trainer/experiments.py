@@ -40,6 +40,8 @@ TUNED_ML1M = {"ml-1m-users1-2999": {"t2diff": (0.01, 0.0), "sasrec": (0.01, 0.0)
               "ml-1m": {"t2diff": (0.005, 0.0), "sasrec": (0.01, 0.0), "gru4rec": (0.05, 0.0)}}
 TUNE_ARCHS = ["t2diff", "sasrec", "gru4rec"]  # the ML-1M tuning suites: T2Diff and the two baselines it must beat
 TUNED_GROUPS = (("users1-2999_tuned", "ml-1m-users1-2999"), ("table2_tuned", "ml-1m"))  # ml1m_tuned* tables
+PROBE_GROUPS = (("kuairand_probe", "kuairand"), ("users1-2999_probe", "ml-1m-users1-2999"),  # probe_official,
+                ("table2_probe", "ml-1m"))  # zero_out
 
 
 @dataclass
@@ -128,13 +130,11 @@ def grid(suites: list[str], seeds: list[int], large_edim: int = 64, l_epochs: in
                     out += [RunSpec(group + "_probe", a, ds, a, seed=s, model={"dropout": d},
                                     train={"lr": lr, "probe_next": True}) for a in ("t2diff", "t2diff_no_dp")]
             elif suite == "probe_official":  # T2Diff at the official recipe, x̂_{n+1} probed, on the three data sets
-                out += [RunSpec(group, "t2diff", ds, "t2diff", seed=s, train={"probe_next": True}) for group, ds in
-                        (("kuairand_probe", "kuairand"), ("users1-2999_probe", "ml-1m-users1-2999"),
-                         ("table2_probe", "ml-1m"))]
+                out += [RunSpec(group, "t2diff", ds, "t2diff", seed=s, train={"probe_next": True})
+                        for group, ds in PROBE_GROUPS]
             elif suite == "zero_out":  # T2Diff with the U-Net's last layer started at 0 (ModelConfig.unet_zero_out),
                 # probed, into probe_official's groups (paired by seed with its T2Diff rows); KuaiRand's baselines
-                for group, ds in (("kuairand_probe", "kuairand"), ("users1-2999_probe", "ml-1m-users1-2999"),
-                                  ("table2_probe", "ml-1m")):
+                for group, ds in PROBE_GROUPS:
                     out.append(RunSpec(group, "t2diff zero-out", ds, "t2diff", seed=s, model={"unet_zero_out": True},
                                        train={"probe_next": True}))
                     if ds == "kuairand":
