@@ -20,10 +20,8 @@ noise), what its generated next-item vector is worth:
 from __future__ import annotations
 
 import math
-from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -31,6 +29,10 @@ from trainer.metrics import RankingAccumulator, ranks_from_scores
 from trainer.protocols import SampleSet
 
 VARIANTS = ("sampled", "zero_drift", "shuffled", "oracle")
+
+
+def _rates(acc: RankingAccumulator) -> dict[str, float]:
+    return {k: v for k, v in acc.result().items() if k != "n"}
 
 
 def has_diffusion(model: torch.nn.Module) -> bool:
@@ -79,76 +81,10 @@ def probe_next(model: torch.nn.Module, samples: SampleSet, ks: tuple[int, ...], 
         d_last += float((x_n - x_tgt).norm(dim=-1).sum())
         n += len(idx)
     model.train(was_training)
-    out: dict[str, Any] = {v: {k: val for k, val in acc.result().items() if k != "n"} for v, acc in tower.items()}
-    for g, acc in guess.items():
-        suffix = "" if g == "x_hat" else "_last"
-        out["guess"] = {**out.get("guess", {}), **{f"{k}{suffix}": val for k, val in acc.result().items() if k != "n"}}
+    out: dict[str, Any] = {v: _rates(acc) for v, acc in tower.items()}
+    out["guess"] = {**_rates(guess["x_hat"]), **{f"{k}_last": val for k, val in _rates(guess["last"]).items()}}
     out["drift_cos"] = cos_sum / max(n, 1)
     out["dist_ratio"] = d_hat / d_last if d_last > 0 else math.nan
     out["n"] = n
     return out
 
-
-def probe_md(results: list[dict[str, Any]]) -> list[str]:
-    """Markdown: per group with probed runs, one table (mean ± std over seeds) and paired lines by seed."""
-    by: dict[tuple[str, str], list[dict[str, Any]]] = {}
-    for r in results:
-        if "error" not in r and r.get("probe"):
-            by.setdefault((r["spec"]["group"], r["spec"]["label"]), []).append(r)
-    md: list[str] = []
-    for (group, label), runs in by.items():
-        runs = sorted(runs, key=lambda r: r["spec"]["seed"])
-        ks = sorted({int(k.split("@")[1]) for k in runs[0]["probe"]["sampled"] if k.startswith("recall@")})
-        K = ks[-1]
-        R, M = f"recall@{K}", f"mrr@{K}"
-
-        def col(get) -> str:
-            a = np.asarray([get(r["probe"]) for r in runs], dtype=float)
-            return f"{a.mean():.4f} ± {a.std(ddof=1) if len(a) > 1 else 0.0:.4f}"
-
-        md += [f"\n#### {group} / {label}: what x̂_{{n+1}} is worth to the trained model ({len(runs)} seeds, "
-               f"test split, same weights and noise)\n",
-               f"| x̂_{{n+1}} fed to the tower | {R} | {M} |", "|---|---|---|"]
-        for v in VARIANTS:
-            md.append(f"| {v} | {col(lambda p, v=v: p[v][R])} | {col(lambda p, v=v: p[v][M])} |")
-        for v in ("zero_drift", "shuffled", "oracle"):
-            d = np.asarray([r["probe"]["sampled"][R] - r["probe"][v][R] for r in runs])
-            se = d.std(ddof=1) / np.sqrt(len(d)) if len(d) > 1 else 0.0
-            md.append(f"\nsampled − {v} on {R}, paired by seed: {d.mean():+.4f} ± {se:.4f} (standard error; "
-                      f"sampled higher in {int((d > 0).sum())} of {len(d)} seeds)")
-        md.append(f"\nx̂ as a next-item guess by distance in the input space: guess {R} "
-                  f"{col(lambda p: p['guess'][R])} (x_n as the guess: {col(lambda p: p['guess'][R + '_last'])}); "
-                  f"cos(generated drift, true drift) {col(lambda p: p['drift_cos'])}; "
-                  f"||x̂ − x_{{n+1}}|| / ||x_n − x_{{n+1}}|| {col(lambda p: p['dist_ratio'])}")
-    return md
-
-
-def plot_probe(results: list[dict[str, Any]], path: str | Path) -> bool:
-    """Bar chart: the tower's main recall per x̂ variant (mean ± std over seeds), one group of bars per probed
-    (group, label). Returns False (no file) when no run was probed."""
-    by: dict[str, list[dict[str, Any]]] = {}
-    for r in results:
-        if "error" not in r and r.get("probe"):
-            by.setdefault(f"{r['spec']['group']}\n{r['spec']['label']}", []).append(r["probe"])
-    if not by:
-        return False
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, len(by), figsize=(3.2 * len(by) + 1, 3.6), squeeze=False)
-    for ax, (name, probes) in zip(axes.flat, by.items()):
-        R = max((k for k in probes[0]["sampled"] if k.startswith("recall@")), key=lambda k: int(k.split("@")[1]))
-        vals = np.asarray([[p[v][R] for v in VARIANTS] for p in probes])  # (seeds, variants)
-        sd = vals.std(0, ddof=1) if len(vals) > 1 else np.zeros(len(VARIANTS))
-        ax.bar(range(len(VARIANTS)), vals.mean(0), yerr=sd, color=["C0", "C7", "C3", "C2"], capsize=3)
-        ax.set_xticks(range(len(VARIANTS)), [v.replace("_", " ") for v in VARIANTS], rotation=30, fontsize=8)
-        ax.set_title(f"{name} ({len(probes)} seeds)", fontsize=8)
-        ax.set_ylabel(f"tower test {R}")
-        ax.grid(axis="y", alpha=0.3)
-    fig.suptitle("x̂_{n+1} fed to the trained tower", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return True

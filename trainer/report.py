@@ -11,6 +11,8 @@ from typing import Any, Iterable
 
 import numpy as np
 
+from trainer.probe import VARIANTS
+
 log = logging.getLogger(__name__)
 
 
@@ -119,12 +121,17 @@ def _rel(a: list[float], b: list[float]) -> float:
     return float(np.mean(a) / max(np.mean(b), 1e-9) - 1)
 
 
+def _paired_text(d: np.ndarray, what: str, metric: str, who: str = "T2Diff") -> str:
+    """One line for per-seed differences ``d``: mean ± standard error, and how many seeds ``who`` (the first term)
+    won."""
+    se = d.std(ddof=1) / np.sqrt(len(d)) if len(d) > 1 else 0.0
+    return (f"\n{what} on {metric}, paired by seed: {d.mean():+.4f} ± {se:.4f} "
+            f"(standard error; {who} higher in {int((d > 0).sum())} of {len(d)} seeds)")
+
+
 def _paired_line(results: list[dict[str, Any]], group: str, a: str, b: str, metric: str, what: str) -> list[str]:
     d = np.asarray(paired_diff(results, group, a, b, metric))
-    if len(d) < 2:
-        return []
-    return [f"\n{what} on {metric}, paired by seed: {d.mean():+.4f} ± {d.std(ddof=1) / np.sqrt(len(d)):.4f} "
-            f"(standard error; T2Diff higher in {int((d > 0).sum())} of {len(d)} seeds)"]
+    return [_paired_text(d, what, metric)] if len(d) >= 2 else []
 
 
 def report(results: list[dict[str, Any]], out_dir: str | Path, header: str = "") -> str:
@@ -174,14 +181,73 @@ def report(results: list[dict[str, Any]], out_dir: str | Path, header: str = "")
                 rel = _rel(rows[(g, v)][main], rows[(g, b)][main])
                 md += _paired_line(results, g, v, b, main, f"{v} − {b} (best non-T2Diff row; {rel * 100:+.1f} % on the mean)")
         md += _selected_md(results, g)
-    from trainer.probe import plot_probe, probe_md  # torch-free report otherwise
-
     md += probe_md(results)
     text = "\n".join(md) + "\n"
     Path(out_dir, "offline.md").write_text(text)
     plot_curves(results, Path(out_dir, "val_curves.png"))
     plot_probe(results, Path(out_dir, "probe.png"))
     return text
+
+
+def probe_md(results: list[dict[str, Any]]) -> list[str]:
+    """Markdown: per group with probed runs, one table (mean ± std over seeds) and paired lines by seed."""
+    by: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for r in results:
+        if "error" not in r and r.get("probe"):
+            by.setdefault((r["spec"]["group"], r["spec"]["label"]), []).append(r)
+    md: list[str] = []
+    for (group, label), runs in by.items():
+        runs = sorted(runs, key=lambda r: r["spec"]["seed"])
+        R = _main_recall(runs[0]["probe"]["sampled"])
+        M = R.replace("recall@", "mrr@")
+
+        def col(get) -> str:
+            return _fmt([get(r["probe"]) for r in runs])
+
+        md += [f"\n#### {group} / {label}: what x̂_{{n+1}} is worth to the trained model ({len(runs)} seeds, "
+               f"test split, same weights and noise)\n",
+               f"| x̂_{{n+1}} fed to the tower | {R} | {M} |", "|---|---|---|"]
+        for v in VARIANTS:
+            md.append(f"| {v} | {col(lambda p, v=v: p[v][R])} | {col(lambda p, v=v: p[v][M])} |")
+        for v in (v for v in VARIANTS if v != "sampled"):  # each replacement against the served x̂
+            d = np.asarray([r["probe"]["sampled"][R] - r["probe"][v][R] for r in runs])
+            md.append(_paired_text(d, f"sampled − {v}", R, who="sampled"))
+        md.append(f"\nx̂ as a next-item guess by distance in the input space: guess {R} "
+                  f"{col(lambda p: p['guess'][R])} (x_n as the guess: {col(lambda p: p['guess'][R + '_last'])}); "
+                  f"cos(generated drift, true drift) {col(lambda p: p['drift_cos'])}; "
+                  f"||x̂ − x_{{n+1}}|| / ||x_n − x_{{n+1}}|| {col(lambda p: p['dist_ratio'])}")
+    return md
+
+
+def plot_probe(results: list[dict[str, Any]], path: str | Path) -> bool:
+    """Bar chart: the tower's main recall per x̂ variant (mean ± std over seeds), one group of bars per probed
+    (group, label). Returns False (no file) when no run was probed."""
+    by: dict[str, list[dict[str, Any]]] = {}
+    for r in results:
+        if "error" not in r and r.get("probe"):
+            by.setdefault(f"{r['spec']['group']}\n{r['spec']['label']}", []).append(r["probe"])
+    if not by:
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(by), figsize=(3.2 * len(by) + 1, 3.6), squeeze=False)
+    for ax, (name, probes) in zip(axes.flat, by.items()):
+        R = _main_recall(probes[0]["sampled"])
+        vals = np.asarray([[p[v][R] for v in VARIANTS] for p in probes])  # (seeds, variants)
+        sd = vals.std(0, ddof=1) if len(vals) > 1 else np.zeros(len(VARIANTS))
+        ax.bar(range(len(VARIANTS)), vals.mean(0), yerr=sd, color=["C0", "C7", "C3", "C2"], capsize=3)
+        ax.set_xticks(range(len(VARIANTS)), [v.replace("_", " ") for v in VARIANTS], rotation=30, fontsize=8)
+        ax.set_title(f"{name} ({len(probes)} seeds)", fontsize=8)
+        ax.set_ylabel(f"tower test {R}")
+        ax.grid(axis="y", alpha=0.3)
+    fig.suptitle("x̂_{n+1} fed to the trained tower", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
 
 
 def plot_curves(results: list[dict[str, Any]], path: str | Path) -> None:

@@ -6,8 +6,8 @@ import torch
 from tests.trainer.test_offline import _cyclic, tiny_ml1m  # noqa: F401 (fixture)
 from trainer import cli as trainer_cli
 from trainer.offline import OfflineConfig, train
-from trainer.report import report
-from trainer.probe import VARIANTS, plot_probe, probe_md, probe_next
+from trainer.probe import VARIANTS, probe_next
+from trainer.report import plot_probe, probe_md, report
 from trainer.protocols import protocol_p
 
 CPU = torch.device("cpu")
