@@ -40,6 +40,7 @@ TUNED_ML1M = {"ml-1m-users1-2999": {"t2diff": (0.01, 0.0), "sasrec": (0.01, 0.0)
               "ml-1m": {"t2diff": (0.005, 0.0), "sasrec": (0.01, 0.0), "gru4rec": (0.05, 0.0)}}
 TUNE_ARCHS = ["t2diff", "sasrec", "gru4rec"]  # the ML-1M tuning suites: T2Diff and the two baselines it must beat
 TUNED_GROUPS = (("users1-2999_tuned", "ml-1m-users1-2999"), ("table2_tuned", "ml-1m"))  # ml1m_tuned* tables
+TOKEN_LABEL = "mixed_attention + x_n token"  # ml1m_tuned_token*: T2Diff's extra session token, no diffusion
 PROBE_GROUPS = (("kuairand_probe", "kuairand"), ("users1-2999_probe", "ml-1m-users1-2999"),  # probe_official,
                 ("table2_probe", "ml-1m"))  # zero_out
 
@@ -75,7 +76,9 @@ def grid(suites: list[str], seeds: list[int], large_edim: int = 64, l_epochs: in
     (those grids extended to higher lrs, into the same groups), ml1m_tuned (each arch at the setting those grids
     chose, for fresh seeds), ml1m_tuned_ablation (T2Diff without drift preparation and mixed attention only at
     T2Diff's chosen setting, beside ml1m_tuned), ml1m_tuned_full / ml1m_tuned_ablation_full (the same with no early
-    stop), ml1m_tuned_probe (T2Diff and T2Diff without DP at that setting, x̂_{n+1} probed: trainer.probe),
+    stop), ml1m_tuned_token / ml1m_tuned_token_full (mixed attention with x_n as T2Diff's extra session token,
+    no diffusion, at T2Diff's setting: the token's worth without the generated drift), ml1m_tuned_probe (T2Diff
+    and T2Diff without DP at that setting, x̂_{n+1} probed: trainer.probe),
     probe_official (T2Diff at the official recipe, probed, on KuaiRand and both ML-1M sets), zero_out (T2Diff with
     the U-Net's output started at 0, beside probe_official's rows; GRU4Rec and SASRec on KuaiRand), diffurec
     (the DiffuRec-style baseline beside T2Diff, SASRec and GRU4Rec on the three data sets),
@@ -124,6 +127,15 @@ def grid(suites: list[str], seeds: list[int], large_edim: int = 64, l_epochs: in
                     out += [RunSpec(group + suite.removeprefix("ml1m_tuned_ablation"), a, ds, a, seed=s,
                                     model={"dropout": d}, train={"lr": lr, **full})
                             for a in ("t2diff_no_dp", "mixed_attention")]
+            elif suite in ("ml1m_tuned_token", "ml1m_tuned_token_full"):  # mixed attention with x_n as the extra
+                # session token (cfg.extra next_token): T2Diff's token without the diffusion, at T2Diff's setting,
+                # into ml1m_tuned's tables beside T2Diff and mixed attention only
+                full = {"patience": None} if suite.endswith("_full") else {}
+                for group, ds in TUNED_GROUPS:
+                    lr, d = TUNED_ML1M[ds]["t2diff"]
+                    out += [RunSpec(group + suite.removeprefix("ml1m_tuned_token"), TOKEN_LABEL, ds, "mixed_attention",
+                                    seed=s, model={"dropout": d, "extra": {"next_token": "last"}},
+                                    train={"lr": lr, **full})]
             elif suite == "ml1m_tuned_probe":  # the two diffusion archs at T2Diff's chosen setting, probed on the
                 for group, ds in TUNED_GROUPS:  # test set: what their x̂_{n+1} is worth (trainer.probe)
                     lr, d = TUNED_ML1M[ds]["t2diff"]

@@ -28,6 +28,7 @@ from t2diff.model.towers import TwoTowerModule, item_vectors
 log = logging.getLogger(__name__)
 
 DIFFUSION_ARCHS = ("t2diff", "t2diff_no_dp")
+NEXT_TOKENS = ("none", "last")  # mixed_attention's cfg.extra["next_token"]
 
 
 def user_head(user_tower: MixedAttention, cfg: ModelConfig, x: torch.Tensor, mask: torch.Tensor,
@@ -67,7 +68,16 @@ class T2Diff(TwoTowerModule):
         # read raw vectors.
         inner = dataclasses.replace(cfg, id_dim=cfg.user_dim - cfg.tag_dim, user_ffn=True) if cfg.tied_input else cfg
         self.diffusion = DriftDiffusion(inner) if cfg.arch in DIFFUSION_ARCHS else None
-        self.user_tower = MixedAttention(inner, use_next=self.diffusion is not None)
+        # cfg.extra["next_token"] = "last" (mixed_attention only, an offline ablation): the session gets T2Diff's
+        # extra token without the diffusion, x_n in place of x̂_{n+1} = x_n + ẑ0[-1] (Eq. 18 with zero drift). It
+        # tells the token's worth apart from the generated drift's.
+        token = str(cfg.extra.get("next_token", "none"))
+        if token not in NEXT_TOKENS:
+            raise ValueError(f"extra.next_token must be one of {NEXT_TOKENS}, got {token!r}")
+        if token != "none" and cfg.arch != "mixed_attention":
+            raise ValueError(f"extra.next_token is a mixed_attention ablation; {cfg.arch} generates its own token")
+        self.last_token = token == "last"
+        self.user_tower = MixedAttention(inner, use_next=self.diffusion is not None or self.last_token)
         # Optional compiled whole user tower (t2diff/model/aot.py): (hist, hist_ts, now_ts, noise, id_weight, tag_weight,
         # item_tags) -> e_u, with its ``num_steps``. Outside the module registry, like the denoiser.
         object.__setattr__(self, "_compiled_tower", None)
@@ -127,6 +137,8 @@ class T2Diff(TwoTowerModule):
         x_next = None
         if self.diffusion is not None:
             kl, x_next = self.diffusion.training_loss(x, x_tgt, mask)
+        elif self.last_token:  # detached like T2Diff's x̂_{n+1}, so the token alone differs between the two
+            x_next = x[:, -1].detach()  # (B, D): left padding puts x_n last
         e_u = self._user(x, mask, x_next, hist_ts, target_ts)  # (B, U)
         e_i = self.encode_items()  # (N+1, U)
         logits = e_u @ e_i[1:].T  # (B, N): full softmax over the real catalogue (Eq. 24), no padding class
@@ -166,4 +178,6 @@ class T2Diff(TwoTowerModule):
         mask = hist > 0
         x = self.input_vectors(hist, table=True)  # (B, n, D)
         x_next = self.diffusion.sample(x, mask, num_steps, generator) if self.diffusion is not None else None
+        if self.last_token:
+            x_next = x[:, -1]  # (B, D)
         return self._user(x, mask, x_next, hist_ts, now_ts)

@@ -179,3 +179,18 @@ def test_select_on_validation_chooses_by_validation_not_test(tmp_path):
     sas = md.index("Chosen T2Diff − chosen sasrec (+40.0 % on the mean) on recall@100, paired by seed: +0.0600 ± 0.0000")
     assert md.index(gru) < sas
     assert (tmp_path / "val_curves.png").stat().st_size > 0
+
+
+def test_ml1m_tuned_token_suites_run_the_x_n_token_at_t2diffs_setting_beside_the_tuned_rows():
+    from trainer.experiments import TOKEN_LABEL
+
+    for suite, base in (("ml1m_tuned_token", "ml1m_tuned"), ("ml1m_tuned_token_full", "ml1m_tuned_full")):
+        specs, tuned = grid([suite], [3]), grid([base], [3])
+        assert len(specs) == 2 and {s.label for s in specs} == {TOKEN_LABEL}
+        assert {s.group for s in specs} == {s.group for s in tuned}  # into the tuned tables, own row
+        assert not {s.run_id for s in specs} & {s.run_id for s in tuned}
+        t2 = {s.dataset: s for s in tuned if s.arch == "t2diff"}
+        for s in specs:
+            assert s.arch == "mixed_attention" and s.model == {**t2[s.dataset].model, "extra": {"next_token": "last"}}
+            assert s.train == t2[s.dataset].train  # T2Diff's lr, and no early stop in the _full suite
+    assert all(s.train["patience"] is None for s in grid(["ml1m_tuned_token_full"], [3]))

@@ -194,3 +194,43 @@ def test_input_vectors_table_path_gives_the_same_vectors(tied):
     direct = m.input_vectors(hist)
     assert direct.shape == (*hist.shape, m.input_dim) and torch.all(direct[hist == 0] == 0)
     torch.testing.assert_close(m.input_vectors(hist, table=True), direct)
+
+
+TOKEN = {"extra": {"next_token": "last"}}  # mixed attention with x_n as the extra session token
+
+
+def test_next_token_last_gives_mixed_attention_x_n_as_the_extra_session_token():
+    m = make_model("mixed_attention", **TOKEN).eval()
+    plain = make_model("mixed_attention").eval()
+    assert m.diffusion is None and m.user_tower.use_next and not plain.user_tower.use_next
+    plain.load_state_dict(m.state_dict())  # the token adds no parameter: same weights, one token more
+    b = make_batch()
+    hist, ts = m._canon(b["hist"], b["hist_ts"])
+    mask = hist > 0
+    x = m.input_vectors(hist)
+    out = m.encode_users(b["hist"], b["hist_ts"], b["target_ts"])
+    # by hand: the user head with the session's last vector as x̂_{n+1}
+    torch.testing.assert_close(out, m._user(x, mask, x[:, -1], ts, b["target_ts"]))
+    assert not torch.allclose(out, plain.encode_users(b["hist"], b["hist_ts"], b["target_ts"]))
+    # the token is x_n, not another history vector
+    assert not torch.allclose(out, m._user(x, mask, x[:, -2], ts, b["target_ts"]))
+    # training: the token without the diffusion, so no KL term
+    m.train()
+    loss, metrics = m(b)
+    assert metrics["kl"] == 0 and torch.isfinite(loss)
+
+
+def test_next_token_is_checked_and_survives_a_checkpoint(tmp_path):
+    with pytest.raises(ValueError, match="next_token must be one of"):
+        make_model("mixed_attention", extra={"next_token": "first"})
+    with pytest.raises(ValueError, match="mixed_attention ablation"):
+        make_model("t2diff", **TOKEN)
+    from t2diff.model import load_checkpoint, save_checkpoint
+
+    m = make_model("mixed_attention", **TOKEN).eval()
+    save_checkpoint(tmp_path / "m.pt", m)
+    back, _ = load_checkpoint(tmp_path / "m.pt")
+    assert back.last_token and back.user_tower.use_next
+    b = make_batch()
+    torch.testing.assert_close(back.encode_users(b["hist"], b["hist_ts"], b["target_ts"]),
+                               m.encode_users(b["hist"], b["hist_ts"], b["target_ts"]))
