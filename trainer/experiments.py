@@ -41,6 +41,9 @@ TUNED_ML1M = {"ml-1m-users1-2999": {"t2diff": (0.01, 0.0), "sasrec": (0.01, 0.0)
 TUNE_ARCHS = ["t2diff", "sasrec", "gru4rec"]  # the ML-1M tuning suites: T2Diff and the two baselines it must beat
 TUNED_GROUPS = (("users1-2999_tuned", "ml-1m-users1-2999"), ("table2_tuned", "ml-1m"))  # ml1m_tuned* tables
 TOKEN_LABEL = "mixed_attention + x_n token"  # ml1m_tuned_token*: T2Diff's extra session token, no diffusion
+# ml1m_tuned_<variant>[_full]: rows beside ml1m_tuned's at T2Diff's chosen setting, as (label, arch, ModelConfig.extra)
+TUNED_VARIANTS = {"ablation": [("t2diff_no_dp", "t2diff_no_dp", None), ("mixed_attention", "mixed_attention", None)],
+                  "token": [(TOKEN_LABEL, "mixed_attention", {"next_token": "last"})]}
 PROBE_GROUPS = (("kuairand_probe", "kuairand"), ("users1-2999_probe", "ml-1m-users1-2999"),  # probe_official,
                 ("table2_probe", "ml-1m"))  # zero_out
 
@@ -119,23 +122,17 @@ def grid(suites: list[str], seeds: list[int], large_edim: int = 64, l_epochs: in
                 for group, ds in TUNED_GROUPS:
                     out += [RunSpec(group + suite.removeprefix("ml1m_tuned"), a, ds, a, seed=s, model={"dropout": d},
                                     train={"lr": lr, **full}) for a, (lr, d) in TUNED_ML1M[ds].items()]
-            elif suite in ("ml1m_tuned_ablation", "ml1m_tuned_ablation_full"):  # T2Diff's Table 2 ablations at
-                # T2Diff's chosen setting (an ablation keeps the full model's recipe), into ml1m_tuned's tables
-                full = {"patience": None} if suite.endswith("_full") else {}
+            elif suite in {f"ml1m_tuned_{v}{f}" for v in TUNED_VARIANTS for f in ("", "_full")}:  # T2Diff's Table 2
+                # ablations, and mixed attention with x_n as T2Diff's extra session token (no diffusion), at T2Diff's
+                # chosen setting (an ablation keeps the full model's recipe), into ml1m_tuned's tables
+                full = suite.endswith("_full")
+                rows = TUNED_VARIANTS[suite.removeprefix("ml1m_tuned_").removesuffix("_full")]
                 for group, ds in TUNED_GROUPS:
                     lr, d = TUNED_ML1M[ds]["t2diff"]
-                    out += [RunSpec(group + suite.removeprefix("ml1m_tuned_ablation"), a, ds, a, seed=s,
-                                    model={"dropout": d}, train={"lr": lr, **full})
-                            for a in ("t2diff_no_dp", "mixed_attention")]
-            elif suite in ("ml1m_tuned_token", "ml1m_tuned_token_full"):  # mixed attention with x_n as the extra
-                # session token (cfg.extra next_token): T2Diff's token without the diffusion, at T2Diff's setting,
-                # into ml1m_tuned's tables beside T2Diff and mixed attention only
-                full = {"patience": None} if suite.endswith("_full") else {}
-                for group, ds in TUNED_GROUPS:
-                    lr, d = TUNED_ML1M[ds]["t2diff"]
-                    out += [RunSpec(group + suite.removeprefix("ml1m_tuned_token"), TOKEN_LABEL, ds, "mixed_attention",
-                                    seed=s, model={"dropout": d, "extra": {"next_token": "last"}},
-                                    train={"lr": lr, **full})]
+                    out += [RunSpec(group + ("_full" if full else ""), label, ds, arch, seed=s,
+                                    model={"dropout": d, **({"extra": extra} if extra else {})},
+                                    train={"lr": lr, **({"patience": None} if full else {})})
+                            for label, arch, extra in rows]
             elif suite == "ml1m_tuned_probe":  # the two diffusion archs at T2Diff's chosen setting, probed on the
                 for group, ds in TUNED_GROUPS:  # test set: what their x̂_{n+1} is worth (trainer.probe)
                     lr, d = TUNED_ML1M[ds]["t2diff"]

@@ -29,9 +29,6 @@ import torch  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from t2diff.model.bench import ML1M_ITEMS, random_histories, random_model  # noqa: E402
 
-BACKENDS = ("matmul", "conv", "rnn")
-
-
 def _knobs() -> dict[str, object]:
     """The float32 precision objects this torch has: the per-backend API (torch >= 2.9) or the legacy flags."""
     if hasattr(torch.backends.cudnn, "conv"):

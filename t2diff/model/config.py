@@ -8,6 +8,7 @@ ARCHS = ("t2diff", "t2diff_no_dp", "mixed_attention", "sasrec", "gru4rec", "diff
 # extra keys that said ``tied_input`` before it was a field, and the archs that read them; folded into the field
 # so old checkpoints and recorded run specs keep their meaning
 _LEGACY_TIED = {"sasrec_tied": ("sasrec",), "t2diff_tied": ("t2diff", "t2diff_no_dp", "mixed_attention")}
+NEXT_TOKENS = ("none", "last")  # mixed_attention's extra["next_token"] (t2diff/model/t2diff.py)
 
 
 @dataclass
@@ -93,5 +94,10 @@ class ModelConfig:
             self.tied_input = self.arch == "diffurec"
         elif self.arch == "diffurec" and not self.tied_input:
             raise ValueError("diffurec diffuses the candidate-side vectors; tied_input=False is not a DiffuRec")
+        token = self.extra.get("next_token", "none")
+        if token not in NEXT_TOKENS:
+            raise ValueError(f"extra.next_token must be one of {NEXT_TOKENS}, got {token!r}")
+        if token != "none" and self.arch != "mixed_attention":
+            raise ValueError(f"extra.next_token is a mixed_attention ablation; {self.arch} generates its own token")
         if self.session_len >= self.seq_len:
             raise ValueError("session_len must be shorter than seq_len (older history feeds target attention)")

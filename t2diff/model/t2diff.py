@@ -28,7 +28,6 @@ from t2diff.model.towers import TwoTowerModule, item_vectors
 log = logging.getLogger(__name__)
 
 DIFFUSION_ARCHS = ("t2diff", "t2diff_no_dp")
-NEXT_TOKENS = ("none", "last")  # mixed_attention's cfg.extra["next_token"]
 
 
 def user_head(user_tower: MixedAttention, cfg: ModelConfig, x: torch.Tensor, mask: torch.Tensor,
@@ -70,13 +69,8 @@ class T2Diff(TwoTowerModule):
         self.diffusion = DriftDiffusion(inner) if cfg.arch in DIFFUSION_ARCHS else None
         # cfg.extra["next_token"] = "last" (mixed_attention only, an offline ablation): the session gets T2Diff's
         # extra token without the diffusion, x_n in place of x̂_{n+1} = x_n + ẑ0[-1] (Eq. 18 with zero drift). It
-        # tells the token's worth apart from the generated drift's.
-        token = str(cfg.extra.get("next_token", "none"))
-        if token not in NEXT_TOKENS:
-            raise ValueError(f"extra.next_token must be one of {NEXT_TOKENS}, got {token!r}")
-        if token != "none" and cfg.arch != "mixed_attention":
-            raise ValueError(f"extra.next_token is a mixed_attention ablation; {cfg.arch} generates its own token")
-        self.last_token = token == "last"
+        # tells the token's worth apart from the generated drift's. ModelConfig checks the value.
+        self.last_token = cfg.extra.get("next_token", "none") == "last"
         self.user_tower = MixedAttention(inner, use_next=self.diffusion is not None or self.last_token)
         # Optional compiled whole user tower (t2diff/model/aot.py): (hist, hist_ts, now_ts, noise, id_weight, tag_weight,
         # item_tags) -> e_u, with its ``num_steps``. Outside the module registry, like the denoiser.
