@@ -163,7 +163,8 @@ def register(groups) -> None:
                    help="table2 table2_large table2_tune table3 table4 kuairand kuairand_edim kuairand_tune "
                         "protocol_l users1-2999 users1-2999_large users1-2999_tune ml1m_tune_edge ml1m_tuned "
                         "ml1m_tuned_ablation ml1m_tuned_full ml1m_tuned_ablation_full ml1m_tuned_token "
-                        "ml1m_tuned_token_full ml1m_tuned_probe probe_official zero_out eq22 "
+                        "ml1m_tuned_token_full kuairand_tuned kuairand_tuned_ablation kuairand_tuned_token kuairand_token "
+                        "ml1m_tuned_probe probe_official zero_out eq22 "
                         "diffurec train_next sasrec_order sasrec_paper smoke (trainer.experiments.grid)")
     b.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     b.add_argument("--only-arch", nargs="+", default=None)

@@ -36,14 +36,19 @@ TUNE_LRS_ML1M_EDGE = (0.02, 0.05)
 # (lr, dropout) per data set and arch as chosen on mean validation recall@20 by users1-2999_tune / table2_tune +
 # ml1m_tune_edge over seeds 0-2 (thirteenth session, benchmarks/offline.md); ml1m_tuned re-runs them on seeds
 # the selection never saw, so its test figures carry no selection bias
-TUNED_ML1M = {"ml-1m-users1-2999": {"t2diff": (0.01, 0.0), "sasrec": (0.01, 0.0), "gru4rec": (0.01, 0.0)},
-              "ml-1m": {"t2diff": (0.005, 0.0), "sasrec": (0.01, 0.0), "gru4rec": (0.05, 0.0)}}
+TUNED = {"ml-1m-users1-2999": {"t2diff": (0.01, 0.0), "sasrec": (0.01, 0.0), "gru4rec": (0.01, 0.0)},
+         "ml-1m": {"t2diff": (0.005, 0.0), "sasrec": (0.01, 0.0), "gru4rec": (0.05, 0.0)},
+         # kuairand_tune's choice on seeds 0-9 (eleventh session); kuairand_tuned re-runs it on fresh seeds
+         "kuairand": {"t2diff": (0.001, 0.0), "sasrec": (0.01, 0.2), "gru4rec": (0.001, 0.2)}}
 TUNE_ARCHS = ["t2diff", "sasrec", "gru4rec"]  # the ML-1M tuning suites: T2Diff and the two baselines it must beat
-TUNED_GROUPS = (("users1-2999_tuned", "ml-1m-users1-2999"), ("table2_tuned", "ml-1m"))  # ml1m_tuned* tables
-TOKEN_LABEL = "mixed_attention + x_n token"  # ml1m_tuned_token*: T2Diff's extra session token, no diffusion
-# ml1m_tuned_<variant>[_full]: rows beside ml1m_tuned's at T2Diff's chosen setting, as (label, arch, ModelConfig.extra)
+# tuned suite prefix -> its tables as (group, data set); "<prefix>_full" and "<prefix>_<variant>[_full]" add to them
+TUNED_SUITES = {"ml1m_tuned": (("users1-2999_tuned", "ml-1m-users1-2999"), ("table2_tuned", "ml-1m")),
+                "kuairand_tuned": (("kuairand_tuned", "kuairand"),)}
+TOKEN_LABEL = "mixed_attention + x_n token"  # *_token suites: T2Diff's extra session token, no diffusion
+TOKEN_EXTRA = {"next_token": "last"}
+# <tuned prefix>_<variant>[_full]: rows beside the tuned ones at T2Diff's chosen setting, as (label, arch, extra)
 TUNED_VARIANTS = {"ablation": [("t2diff_no_dp", "t2diff_no_dp", None), ("mixed_attention", "mixed_attention", None)],
-                  "token": [(TOKEN_LABEL, "mixed_attention", {"next_token": "last"})]}
+                  "token": [(TOKEN_LABEL, "mixed_attention", TOKEN_EXTRA)]}
 PROBE_GROUPS = (("kuairand_probe", "kuairand"), ("users1-2999_probe", "ml-1m-users1-2999"),  # probe_official,
                 ("table2_probe", "ml-1m"))  # zero_out
 
@@ -71,6 +76,19 @@ def _tune_specs(group: str, dataset: str, archs: list[str], lrs: tuple[float, ..
                     train={"lr": lr}) for a in archs for lr in lrs for d in dropouts]
 
 
+def _tuned_suite(suite: str) -> tuple[str, str | None, bool] | None:
+    """"kuairand_tuned_token_full" -> ("kuairand_tuned", "token", True); None if not a tuned suite."""
+    for prefix in TUNED_SUITES:
+        rest = suite.removeprefix(prefix)
+        if rest == suite:
+            continue
+        full = rest.endswith("_full")
+        variant = rest.removesuffix("_full").removeprefix("_") or None
+        if rest.removesuffix("_full") in ("", *(f"_{v}" for v in TUNED_VARIANTS)):
+            return prefix, variant, full
+    return None
+
+
 def grid(suites: list[str], seeds: list[int], large_edim: int = 64, l_epochs: int = 20,
          l_per_user: int | None = 30) -> list[RunSpec]:
     """The runs behind each table. Suite names: table2, table2_large, table3, table4, kuairand, kuairand_edim
@@ -80,7 +98,9 @@ def grid(suites: list[str], seeds: list[int], large_edim: int = 64, l_epochs: in
     chose, for fresh seeds), ml1m_tuned_ablation (T2Diff without drift preparation and mixed attention only at
     T2Diff's chosen setting, beside ml1m_tuned), ml1m_tuned_full / ml1m_tuned_ablation_full (the same with no early
     stop), ml1m_tuned_token / ml1m_tuned_token_full (mixed attention with x_n as T2Diff's extra session token,
-    no diffusion, at T2Diff's setting: the token's worth without the generated drift), ml1m_tuned_probe (T2Diff
+    no diffusion, at T2Diff's setting: the token's worth without the generated drift), kuairand_tuned[_ablation,
+    _token][_full] (the same on KuaiRand at kuairand_tune's choice), kuairand_token (the x_n token at the official
+    recipe, beside the kuairand suite's rows), ml1m_tuned_probe (T2Diff
     and T2Diff without DP at that setting, x̂_{n+1} probed: trainer.probe),
     probe_official (T2Diff at the official recipe, probed, on KuaiRand and both ML-1M sets), zero_out (T2Diff with
     the U-Net's output started at 0, beside probe_official's rows; GRU4Rec and SASRec on KuaiRand), diffurec
@@ -116,26 +136,27 @@ def grid(suites: list[str], seeds: list[int], large_edim: int = 64, l_epochs: in
             elif suite == "ml1m_tune_edge":  # both ML-1M grids one step further up in lr (their groups)
                 for group, ds in (("users1-2999_tune", "ml-1m-users1-2999"), ("table2_tune", "ml-1m")):
                     out += _tune_specs(group, ds, TUNE_ARCHS, TUNE_LRS_ML1M_EDGE, s, dropouts=(0.0,))
-            elif suite in ("ml1m_tuned", "ml1m_tuned_full"):  # each arch at its chosen setting (TUNED_ML1M),
-                # labels = arch names; _full: no early stop (the official 100 epochs, best validation epoch kept)
-                full = {"patience": None} if suite == "ml1m_tuned_full" else {}
-                for group, ds in TUNED_GROUPS:
-                    out += [RunSpec(group + suite.removeprefix("ml1m_tuned"), a, ds, a, seed=s, model={"dropout": d},
-                                    train={"lr": lr, **full}) for a, (lr, d) in TUNED_ML1M[ds].items()]
-            elif suite in {f"ml1m_tuned_{v}{f}" for v in TUNED_VARIANTS for f in ("", "_full")}:  # T2Diff's Table 2
-                # ablations, and mixed attention with x_n as T2Diff's extra session token (no diffusion), at T2Diff's
-                # chosen setting (an ablation keeps the full model's recipe), into ml1m_tuned's tables
-                full = suite.endswith("_full")
-                rows = TUNED_VARIANTS[suite.removeprefix("ml1m_tuned_").removesuffix("_full")]
-                for group, ds in TUNED_GROUPS:
-                    lr, d = TUNED_ML1M[ds]["t2diff"]
-                    out += [RunSpec(group + ("_full" if full else ""), label, ds, arch, seed=s,
-                                    model={"dropout": d, **({"extra": extra} if extra else {})},
-                                    train={"lr": lr, **({"patience": None} if full else {})})
-                            for label, arch, extra in rows]
+            elif (tuned := _tuned_suite(suite)) is not None:  # ml1m_tuned*, kuairand_tuned*
+                prefix, variant, full = tuned
+                for group, ds in TUNED_SUITES[prefix]:
+                    group += "_full" if full else ""  # _full: no early stop (the official epochs, best validation kept)
+                    train = {"patience": None} if full else {}
+                    if variant is None:  # each arch at its chosen setting (TUNED), labels = arch names
+                        out += [RunSpec(group, a, ds, a, seed=s, model={"dropout": d}, train={"lr": lr, **train})
+                                for a, (lr, d) in TUNED[ds].items()]
+                        continue
+                    # T2Diff's Table 2 ablations, or mixed attention with x_n as T2Diff's extra session token (no
+                    # diffusion), at T2Diff's chosen setting (an ablation keeps the full model's recipe), own rows
+                    lr, d = TUNED[ds]["t2diff"]
+                    out += [RunSpec(group, label, ds, arch, seed=s,
+                                    model={"dropout": d, **({"extra": dict(extra)} if extra else {})},
+                                    train={"lr": lr, **train}) for label, arch, extra in TUNED_VARIANTS[variant]]
+            elif suite == "kuairand_token":  # the x_n token at the official recipe, into kuairand's table
+                out.append(RunSpec("kuairand", TOKEN_LABEL, "kuairand", "mixed_attention", seed=s,
+                                   model={"extra": dict(TOKEN_EXTRA)}))
             elif suite == "ml1m_tuned_probe":  # the two diffusion archs at T2Diff's chosen setting, probed on the
-                for group, ds in TUNED_GROUPS:  # test set: what their x̂_{n+1} is worth (trainer.probe)
-                    lr, d = TUNED_ML1M[ds]["t2diff"]
+                for group, ds in TUNED_SUITES["ml1m_tuned"]:  # test set: what their x̂_{n+1} is worth (trainer.probe)
+                    lr, d = TUNED[ds]["t2diff"]
                     out += [RunSpec(group + "_probe", a, ds, a, seed=s, model={"dropout": d},
                                     train={"lr": lr, "probe_next": True}) for a in ("t2diff", "t2diff_no_dp")]
             elif suite == "probe_official":  # T2Diff at the official recipe, x̂_{n+1} probed, on the three data sets

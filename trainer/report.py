@@ -129,9 +129,10 @@ def _paired_text(d: np.ndarray, what: str, metric: str, who: str = "T2Diff") -> 
             f"(standard error; {who} higher in {int((d > 0).sum())} of {len(d)} seeds)")
 
 
-def _paired_line(results: list[dict[str, Any]], group: str, a: str, b: str, metric: str, what: str) -> list[str]:
+def _paired_line(results: list[dict[str, Any]], group: str, a: str, b: str, metric: str, what: str,
+                 who: str = "T2Diff") -> list[str]:
     d = np.asarray(paired_diff(results, group, a, b, metric))
-    return [_paired_text(d, what, metric)] if len(d) >= 2 else []
+    return [_paired_text(d, what, metric, who)] if len(d) >= 2 else []
 
 
 def report(results: list[dict[str, Any]], out_dir: str | Path, header: str = "") -> str:
@@ -180,6 +181,11 @@ def report(results: list[dict[str, Any]], out_dir: str | Path, header: str = "")
             for v in (lab for lab in labels if lab.startswith("t2diff ") and rows[(g, lab)].get(main)):
                 rel = _rel(rows[(g, v)][main], rows[(g, b)][main])
                 md += _paired_line(results, g, v, b, main, f"{v} − {b} (best non-T2Diff row; {rel * 100:+.1f} % on the mean)")
+        # each mixed-attention variant row (x_n as the extra token) against the no-diffusion row it extends and
+        # against T2Diff: does the variant get T2Diff's gain over mixed attention without the diffusion?
+        for v in (lab for lab in labels if lab.startswith("mixed_attention ") and main and rows[(g, lab)].get(main)):
+            md += _paired_line(results, g, v, "mixed_attention", main, f"{v} − mixed_attention", who="the variant")
+            md += _paired_line(results, g, "t2diff", v, main, f"T2Diff − {v}")
         md += _selected_md(results, g)
     md += probe_md(results)
     text = "\n".join(md) + "\n"

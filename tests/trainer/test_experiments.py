@@ -194,3 +194,40 @@ def test_ml1m_tuned_token_suites_run_the_x_n_token_at_t2diffs_setting_beside_the
             assert s.arch == "mixed_attention" and s.model == {**t2[s.dataset].model, "extra": {"next_token": "last"}}
             assert s.train == t2[s.dataset].train  # T2Diff's lr, and no early stop in the _full suite
     assert all(s.train["patience"] is None for s in grid(["ml1m_tuned_token_full"], [3]))
+
+
+def test_kuairand_tuned_suites_rerun_kuairand_tunes_choice_with_the_variants_beside():
+    from trainer.experiments import TOKEN_LABEL
+
+    tuned = grid(["kuairand_tuned"], [10])  # kuairand_tune's choice per arch (offline.md, eleventh session)
+    assert {(s.arch, s.train["lr"], s.model["dropout"]) for s in tuned} == {
+        ("t2diff", 0.001, 0.0), ("sasrec", 0.01, 0.2), ("gru4rec", 0.001, 0.2)}
+    assert {(s.group, s.dataset) for s in tuned} == {("kuairand_tuned", "kuairand")}
+    variants = grid(["kuairand_tuned_ablation", "kuairand_tuned_token"], [10])
+    assert [s.label for s in variants] == ["t2diff_no_dp", "mixed_attention", TOKEN_LABEL]
+    assert all(s.group == "kuairand_tuned" and s.train == {"lr": 0.001} for s in variants)  # T2Diff's setting
+    assert variants[-1].model == {"dropout": 0.0, "extra": {"next_token": "last"}}
+    full = grid(["kuairand_tuned_full", "kuairand_tuned_token_full"], [10])
+    assert {s.group for s in full} == {"kuairand_tuned_full"} and all(s.train["patience"] is None for s in full)
+    official = grid(["kuairand_token"], [10])  # the official recipe (no overrides), into the kuairand table
+    assert [(s.group, s.label, s.arch, s.model, s.train) for s in official] == [
+        ("kuairand", TOKEN_LABEL, "mixed_attention", {"extra": {"next_token": "last"}}, {})]
+    ids = [s.run_id for s in tuned + variants + full + official + grid(["kuairand"], [10])]
+    assert len(set(ids)) == len(ids)
+    for bad in ("kuairand_tuned_tokenx", "kuairand_tuned_probe", "kuairand_tuned__full"):
+        with pytest.raises(ValueError, match="unknown suite"):
+            grid([bad], [0])
+
+
+def test_report_pairs_a_mixed_attention_variant_with_mixed_attention_and_t2diff(tmp_path):
+    from trainer.experiments import TOKEN_LABEL
+
+    results = []
+    for s, (t2, ma, tok) in enumerate([(0.24, 0.22, 0.25), (0.25, 0.23, 0.24), (0.23, 0.22, 0.25)]):
+        results += [_res("k", "t2diff", s, t2), _res("k", "mixed_attention", s, ma), _res("k", TOKEN_LABEL, s, tok)]
+    md = report(results, tmp_path)
+    # token - mixed: (+0.03, +0.01, +0.03); T2Diff - token: (-0.01, +0.01, -0.02)
+    assert (f"{TOKEN_LABEL} − mixed_attention on recall@100, paired by seed: +0.0233 ± 0.0067 "
+            "(standard error; the variant higher in 3 of 3 seeds)") in md
+    assert (f"T2Diff − {TOKEN_LABEL} on recall@100, paired by seed: -0.0067 ± 0.0088 "
+            "(standard error; T2Diff higher in 1 of 3 seeds)") in md
