@@ -164,6 +164,7 @@ def register(groups) -> None:
                         "protocol_l users1-2999 users1-2999_large users1-2999_tune ml1m_tune_edge ml1m_tuned "
                         "ml1m_tuned_ablation ml1m_tuned_full ml1m_tuned_ablation_full ml1m_tuned_token "
                         "ml1m_tuned_token_full kuairand_tuned kuairand_tuned_ablation kuairand_tuned_token kuairand_token "
+                        "kuairand_token_kinds ml1m_tuned_token_kinds kuairand_tuned_token_kinds "
                         "ml1m_tuned_probe probe_official zero_out eq22 "
                         "diffurec train_next sasrec_order sasrec_paper smoke (trainer.experiments.grid)")
     b.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])

@@ -45,10 +45,14 @@ TUNE_ARCHS = ["t2diff", "sasrec", "gru4rec"]  # the ML-1M tuning suites: T2Diff 
 TUNED_SUITES = {"ml1m_tuned": (("users1-2999_tuned", "ml-1m-users1-2999"), ("table2_tuned", "ml-1m")),
                 "kuairand_tuned": (("kuairand_tuned", "kuairand"),)}
 TOKEN_LABEL = "mixed_attention + x_n token"  # *_token suites: T2Diff's extra session token, no diffusion
-TOKEN_EXTRA = {"next_token": "last"}
-# <tuned prefix>_<variant>[_full]: rows beside the tuned ones at T2Diff's chosen setting, as (label, arch, extra)
+# *_token_kinds suites: what else that token could be (ModelConfig.extra["next_token"]): x_n plus unit-scale noise (an
+# untrained official U-Net's x̂), or one learned vector for every user (a constant "sink" token)
+TOKEN_KINDS = [("mixed_attention + x_n+noise token", "noise"), ("mixed_attention + learned token", "learned")]
+# <tuned prefix>_<variant>[_full]: rows beside the tuned ones at T2Diff's chosen setting, as (label, arch, extra);
+# kuairand_<variant> (but ablation, which the kuairand suite has): the same rows at the official recipe
 TUNED_VARIANTS = {"ablation": [("t2diff_no_dp", "t2diff_no_dp", None), ("mixed_attention", "mixed_attention", None)],
-                  "token": [(TOKEN_LABEL, "mixed_attention", TOKEN_EXTRA)]}
+                  "token": [(TOKEN_LABEL, "mixed_attention", {"next_token": "last"})],
+                  "token_kinds": [(label, "mixed_attention", {"next_token": k}) for label, k in TOKEN_KINDS]}
 PROBE_GROUPS = (("kuairand_probe", "kuairand"), ("users1-2999_probe", "ml-1m-users1-2999"),  # probe_official,
                 ("table2_probe", "ml-1m"))  # zero_out
 
@@ -99,8 +103,9 @@ def grid(suites: list[str], seeds: list[int], large_edim: int = 64, l_epochs: in
     T2Diff's chosen setting, beside ml1m_tuned), ml1m_tuned_full / ml1m_tuned_ablation_full (the same with no early
     stop), ml1m_tuned_token / ml1m_tuned_token_full (mixed attention with x_n as T2Diff's extra session token,
     no diffusion, at T2Diff's setting: the token's worth without the generated drift), kuairand_tuned[_ablation,
-    _token][_full] (the same on KuaiRand at kuairand_tune's choice), kuairand_token (the x_n token at the official
-    recipe, beside the kuairand suite's rows), ml1m_tuned_probe (T2Diff
+    _token, _token_kinds][_full] (the same on KuaiRand at kuairand_tune's choice; _token_kinds: the extra token as
+    x_n + noise or as one learned vector), kuairand_token / kuairand_token_kinds (those tokens at the official recipe,
+    beside the kuairand suite's rows), ml1m_tuned_probe (T2Diff
     and T2Diff without DP at that setting, x̂_{n+1} probed: trainer.probe),
     probe_official (T2Diff at the official recipe, probed, on KuaiRand and both ML-1M sets), zero_out (T2Diff with
     the U-Net's output started at 0, beside probe_official's rows; GRU4Rec and SASRec on KuaiRand), diffurec
@@ -151,9 +156,9 @@ def grid(suites: list[str], seeds: list[int], large_edim: int = 64, l_epochs: in
                     out += [RunSpec(group, label, ds, arch, seed=s,
                                     model={"dropout": d, **({"extra": dict(extra)} if extra else {})},
                                     train={"lr": lr, **train}) for label, arch, extra in TUNED_VARIANTS[variant]]
-            elif suite == "kuairand_token":  # the x_n token at the official recipe, into kuairand's table
-                out.append(RunSpec("kuairand", TOKEN_LABEL, "kuairand", "mixed_attention", seed=s,
-                                   model={"extra": dict(TOKEN_EXTRA)}))
+            elif suite.removeprefix("kuairand_") in TUNED_VARIANTS.keys() - {"ablation"}:  # the extra-token rows at
+                out += [RunSpec("kuairand", label, "kuairand", arch, seed=s, model={"extra": dict(extra)})  # the official
+                        for label, arch, extra in TUNED_VARIANTS[suite.removeprefix("kuairand_")]]  # recipe, kuairand's table
             elif suite == "ml1m_tuned_probe":  # the two diffusion archs at T2Diff's chosen setting, probed on the
                 for group, ds in TUNED_SUITES["ml1m_tuned"]:  # test set: what their x̂_{n+1} is worth (trainer.probe)
                     lr, d = TUNED[ds]["t2diff"]

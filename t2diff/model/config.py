@@ -8,7 +8,8 @@ ARCHS = ("t2diff", "t2diff_no_dp", "mixed_attention", "sasrec", "gru4rec", "diff
 # extra keys that said ``tied_input`` before it was a field, and the archs that read them; folded into the field
 # so old checkpoints and recorded run specs keep their meaning
 _LEGACY_TIED = {"sasrec_tied": ("sasrec",), "t2diff_tied": ("t2diff", "t2diff_no_dp", "mixed_attention")}
-NEXT_TOKENS = ("none", "last")  # mixed_attention's extra["next_token"] (t2diff/model/t2diff.py)
+# mixed_attention's extra["next_token"], the session's extra token in place of T2Diff's x̂_{n+1} (t2diff/model/t2diff.py)
+NEXT_TOKENS = ("none", "last", "noise", "learned")
 
 
 @dataclass

@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from t2diff.model.attention import MixedAttention, time_lag_buckets
 from t2diff.model.config import ModelConfig
@@ -67,11 +68,15 @@ class T2Diff(TwoTowerModule):
         # read raw vectors.
         inner = dataclasses.replace(cfg, id_dim=cfg.user_dim - cfg.tag_dim, user_ffn=True) if cfg.tied_input else cfg
         self.diffusion = DriftDiffusion(inner) if cfg.arch in DIFFUSION_ARCHS else None
-        # cfg.extra["next_token"] = "last" (mixed_attention only, an offline ablation): the session gets T2Diff's
-        # extra token without the diffusion, x_n in place of x̂_{n+1} = x_n + ẑ0[-1] (Eq. 18 with zero drift). It
-        # tells the token's worth apart from the generated drift's. ModelConfig checks the value.
-        self.last_token = cfg.extra.get("next_token", "none") == "last"
-        self.user_tower = MixedAttention(inner, use_next=self.diffusion is not None or self.last_token)
+        # cfg.extra["next_token"] (mixed_attention only, offline ablations; ModelConfig checks the value): the session
+        # gets an extra token in place of T2Diff's x̂_{n+1} = x_n + ẑ0[-1] (Eq. 18), without the diffusion, to tell
+        # apart what that token is worth from what its generated drift is worth. "last": x_n (Eq. 18 with zero
+        # drift). "noise": x_n + N(0, I), at training and inference: what an untrained official U-Net gives (its
+        # last LayerNorm makes ẑ0 unit-scale whatever the input; ModelConfig.unet_zero_out). "learned": one learned
+        # vector, the same for every user (a constant "sink" token; started unit-scale like that ẑ0).
+        self.next_token = cfg.extra.get("next_token", "none")
+        self.token_vector = nn.Parameter(torch.randn(inner.edim)) if self.next_token == "learned" else None  # (D,)
+        self.user_tower = MixedAttention(inner, use_next=self.diffusion is not None or self.next_token != "none")
         # Optional compiled whole user tower (t2diff/model/aot.py): (hist, hist_ts, now_ts, noise, id_weight, tag_weight,
         # item_tags) -> e_u, with its ``num_steps``. Outside the module registry, like the denoiser.
         object.__setattr__(self, "_compiled_tower", None)
@@ -131,8 +136,8 @@ class T2Diff(TwoTowerModule):
         x_next = None
         if self.diffusion is not None:
             kl, x_next = self.diffusion.training_loss(x, x_tgt, mask)
-        elif self.last_token:  # detached like T2Diff's x̂_{n+1}, so the token alone differs between the two
-            x_next = x[:, -1].detach()  # (B, D): left padding puts x_n last
+        else:  # detached like T2Diff's x̂_{n+1}, so the token alone differs between the two
+            x_next = self._token(x.detach(), None)
         e_u = self._user(x, mask, x_next, hist_ts, target_ts)  # (B, U)
         e_i = self.encode_items()  # (N+1, U)
         logits = e_u @ e_i[1:].T  # (B, N): full softmax over the real catalogue (Eq. 24), no padding class
@@ -171,7 +176,20 @@ class T2Diff(TwoTowerModule):
         """Graph-capturable core of encode_users (no host syncs): canonical (B, n) inputs on the device."""
         mask = hist > 0
         x = self.input_vectors(hist, table=True)  # (B, n, D)
-        x_next = self.diffusion.sample(x, mask, num_steps, generator) if self.diffusion is not None else None
-        if self.last_token:
-            x_next = x[:, -1]  # (B, D)
+        if self.diffusion is not None:
+            x_next = self.diffusion.sample(x, mask, num_steps, generator)
+        else:
+            x_next = self._token(x, generator)
         return self._user(x, mask, x_next, hist_ts, now_ts)
+
+    def _token(self, x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor | None:
+        """mixed_attention's extra session token (cfg.extra["next_token"]): x (B, n, D) -> (B, D), or None."""
+        if self.next_token == "none":
+            return None
+        if self.next_token == "learned":
+            return self.token_vector.expand(x.shape[0], -1)
+        x_n = x[:, -1]  # (B, D): left padding puts x_n last
+        if self.next_token == "noise":  # generator only when given (torch.compile, as DriftDiffusion)
+            return x_n + torch.randn(x_n.shape, device=x.device, dtype=x.dtype,
+                                     **({} if generator is None else {"generator": generator}))
+        return x_n

@@ -212,9 +212,14 @@ def test_kuairand_tuned_suites_rerun_kuairand_tunes_choice_with_the_variants_bes
     official = grid(["kuairand_token"], [10])  # the official recipe (no overrides), into the kuairand table
     assert [(s.group, s.label, s.arch, s.model, s.train) for s in official] == [
         ("kuairand", TOKEN_LABEL, "mixed_attention", {"extra": {"next_token": "last"}}, {})]
-    ids = [s.run_id for s in tuned + variants + full + official + grid(["kuairand"], [10])]
+    kinds = grid(["kuairand_token_kinds"], [10])
+    assert [(s.group, s.arch, s.model, s.train) for s in kinds] == [
+        ("kuairand", "mixed_attention", {"extra": {"next_token": k}}, {}) for k in ("noise", "learned")]
+    tuned_kinds = grid(["kuairand_tuned_token_kinds"], [10])
+    assert [s.model for s in tuned_kinds] == [{"dropout": 0.0, "extra": {"next_token": k}} for k in ("noise", "learned")]
+    ids = [s.run_id for s in tuned + variants + full + official + kinds + tuned_kinds + grid(["kuairand"], [10])]
     assert len(set(ids)) == len(ids)
-    for bad in ("kuairand_tuned_tokenx", "kuairand_tuned_probe", "kuairand_tuned__full"):
+    for bad in ("kuairand_tuned_tokenx", "kuairand_tuned_probe", "kuairand_tuned__full", "kuairand_ablation"):
         with pytest.raises(ValueError, match="unknown suite"):
             grid([bad], [0])
 

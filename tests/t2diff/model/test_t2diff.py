@@ -230,7 +230,41 @@ def test_next_token_is_checked_and_survives_a_checkpoint(tmp_path):
     m = make_model("mixed_attention", **TOKEN).eval()
     save_checkpoint(tmp_path / "m.pt", m)
     back, _ = load_checkpoint(tmp_path / "m.pt")
-    assert back.last_token and back.user_tower.use_next
+    assert back.next_token == "last" and back.user_tower.use_next
     b = make_batch()
     torch.testing.assert_close(back.encode_users(b["hist"], b["hist_ts"], b["target_ts"]),
                                m.encode_users(b["hist"], b["hist_ts"], b["target_ts"]))
+
+
+def test_next_token_noise_is_x_n_plus_a_unit_gaussian_and_learned_is_one_trained_vector(tmp_path):
+    b = make_batch()
+    noisy = make_model("mixed_attention", extra={"next_token": "noise"}).eval()
+    hist, ts = noisy._canon(b["hist"], b["hist_ts"])
+    x, mask = noisy.input_vectors(hist), hist > 0
+    gen = torch.Generator().manual_seed(5)
+    out = noisy.encode_users(b["hist"], b["hist_ts"], b["target_ts"], generator=gen)
+    eps = torch.randn(x[:, -1].shape, generator=torch.Generator().manual_seed(5))  # the same draw, by hand
+    torch.testing.assert_close(out, noisy._user(x, mask, x[:, -1] + eps, ts, b["target_ts"]))
+    assert not torch.allclose(out, noisy._user(x, mask, x[:, -1], ts, b["target_ts"]))  # not the plain x_n token
+    assert noisy.token_vector is None
+
+    learned = make_model("mixed_attention", extra={"next_token": "learned"})
+    v = learned.token_vector
+    assert v.shape == (learned.cfg.edim,) and v.requires_grad
+    assert v.detach().norm() > 0.5  # unit scale per dimension, like the untrained official U-Net's ẑ0
+    hist, ts = learned._canon(b["hist"], b["hist_ts"])
+    x, mask = learned.input_vectors(hist), hist > 0
+    learned.eval()
+    out = learned.encode_users(b["hist"], b["hist_ts"], b["target_ts"])  # every user gets the same token
+    torch.testing.assert_close(out, learned._user(x, mask, v.detach().expand(len(hist), -1), ts, b["target_ts"]))
+    learned.train()
+    loss, metrics = learned(b)
+    loss.backward()
+    assert metrics["kl"] == 0 and v.grad is not None and v.grad.abs().sum() > 0  # the tower loss trains it
+    from t2diff.model import load_checkpoint, save_checkpoint
+
+    learned.eval()
+    save_checkpoint(tmp_path / "l.pt", learned)
+    back, _ = load_checkpoint(tmp_path / "l.pt")
+    torch.testing.assert_close(back.token_vector, v)
+    torch.testing.assert_close(back.encode_users(b["hist"], b["hist_ts"], b["target_ts"]), out)
