@@ -1,0 +1,87 @@
+"""Bar plot: what each extra session token adds to mixed attention only, paired by seed, per table.
+
+Reads ``results.jsonl`` files written by ``t2diff bench offline`` and, for every group that has a
+``mixed_attention`` row, draws (row − mixed_attention) on the group's main recall (mean ± standard error over the
+seeds both rows finished) for T2Diff and every ``mixed_attention + ...`` row. Used for benchmarks/offline.md's
+eighteenth-session section:
+
+    python benchmarks/scripts/token_plot.py --out benchmarks/offline_token_kinds.png \\
+        "KuaiRand, official=/tmp/s18/ko" "KuaiRand, tuned=/tmp/s18/kt" "ML-1M chronological=/tmp/s18/cc"
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from trainer.report import _main_recall, paired_diff
+
+
+def load(path: str) -> list[dict]:
+    lines = Path(path, "results.jsonl").read_text().splitlines()
+    return [r for r in map(json.loads, filter(None, lines)) if "error" not in r]
+
+
+def bars(results: list[dict]) -> dict[str, tuple[str, dict[str, tuple[float, float, int]]]]:
+    """group -> (metric, {row: (mean, standard error, seeds)}) of row − mixed_attention, paired by seed."""
+    out = {}
+    for g in sorted({r["spec"]["group"] for r in results}):
+        rows = [r for r in results if r["spec"]["group"] == g]
+        labels = sorted({r["spec"]["label"] for r in rows})
+        metric = _main_recall(rows[0]["test"])
+        if "mixed_attention" not in labels or metric is None:
+            continue
+        cols = {}
+        shown = [x for x in labels if x == "t2diff" or x.startswith("mixed_attention ")]
+        for lab in sorted(shown, key=lambda x: (x != "t2diff", "learned" in x, "noise" in x, x)):  # T2Diff, x_n, ...
+            d = np.asarray(paired_diff(rows, g, lab, "mixed_attention", metric))
+            if len(d) >= 2:
+                cols[lab] = (float(d.mean()), float(d.std(ddof=1) / np.sqrt(len(d))), len(d))
+        out[g] = (metric, cols)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("panels", nargs="+", help="TITLE=RESULTS_DIR (one panel per title; dirs may repeat)")
+    ap.add_argument("--out", required=True)
+    a = ap.parse_args(argv)
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = []
+    for p in a.panels:
+        title, _, path = p.rpartition("=")
+        for g, (metric, cols) in bars(load(path)).items():
+            panels.append((f"{title}\n({g})", metric, cols))
+    if not panels:
+        print("no group with a mixed_attention row", file=sys.stderr)
+        return 1
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 4.2), squeeze=False)
+    for ax, (title, metric, cols) in zip(axes[0], panels):
+        names = list(cols)
+        means = [cols[n][0] for n in names]
+        ses = [cols[n][1] for n in names]
+        ax.bar(range(len(names)), means, yerr=ses, capsize=4,
+               color=["tab:red" if n == "t2diff" else "tab:blue" for n in names])
+        ax.axhline(0, color="k", lw=0.8)
+        ax.set_xticks(range(len(names)))
+        ax.set_xticklabels([n.replace("mixed_attention + ", "+ ") for n in names], rotation=30, ha="right", fontsize=8)
+        seeds = sorted({cols[n][2] for n in names})
+        ax.set_title(f"{title}, {'/'.join(map(str, seeds))} seeds", fontsize=9)
+        ax.set_ylabel(f"{metric} − mixed attention only (paired)")
+        for n, (m, se, _) in cols.items():
+            print(f"{title.replace(chr(10), ' ')}: {n} − mixed_attention on {metric}: {m:+.4f} ± {se:.4f}")
+    fig.tight_layout()
+    fig.savefig(a.out, dpi=110)
+    print(f"wrote {a.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
