@@ -150,8 +150,8 @@ def grid(suites: list[str], seeds: list[int], large_edim: int = 64, l_epochs: in
                         out += [RunSpec(group, a, ds, a, seed=s, model={"dropout": d}, train={"lr": lr, **train})
                                 for a, (lr, d) in TUNED[ds].items()]
                         continue
-                    # T2Diff's Table 2 ablations, or mixed attention with x_n as T2Diff's extra session token (no
-                    # diffusion), at T2Diff's chosen setting (an ablation keeps the full model's recipe), own rows
+                    # T2Diff's Table 2 ablations, or mixed attention with an extra session token in place of T2Diff's
+                    # x̂_{n+1} (no diffusion), at T2Diff's chosen setting (an ablation keeps the full model's recipe)
                     lr, d = TUNED[ds]["t2diff"]
                     out += [RunSpec(group, label, ds, arch, seed=s,
                                     model={"dropout": d, **({"extra": dict(extra)} if extra else {})},

@@ -181,7 +181,7 @@ def report(results: list[dict[str, Any]], out_dir: str | Path, header: str = "")
             for v in (lab for lab in labels if lab.startswith("t2diff ") and rows[(g, lab)].get(main)):
                 rel = _rel(rows[(g, v)][main], rows[(g, b)][main])
                 md += _paired_line(results, g, v, b, main, f"{v} − {b} (best non-T2Diff row; {rel * 100:+.1f} % on the mean)")
-        # each mixed-attention variant row (x_n as the extra token) against the no-diffusion row it extends and
+        # each mixed-attention variant row (an extra session token) against the no-diffusion row it extends and
         # against T2Diff: does the variant get T2Diff's gain over mixed attention without the diffusion?
         for v in (lab for lab in labels if lab.startswith("mixed_attention ") and main and rows[(g, lab)].get(main)):
             md += _paired_line(results, g, v, "mixed_attention", main, f"{v} − mixed_attention", who="the variant")

@@ -136,8 +136,8 @@ class T2Diff(TwoTowerModule):
         x_next = None
         if self.diffusion is not None:
             kl, x_next = self.diffusion.training_loss(x, x_tgt, mask)
-        else:  # detached like T2Diff's x̂_{n+1}, so the token alone differs between the two
-            x_next = self._token(x.detach(), None)
+        else:  # x_n-based tokens are detached like T2Diff's x̂_{n+1} (the token alone differs between the two);
+            x_next = self._token(x.detach(), None)  # the learned one trains through the tower loss
         e_u = self._user(x, mask, x_next, hist_ts, target_ts)  # (B, U)
         e_i = self.encode_items()  # (N+1, U)
         logits = e_u @ e_i[1:].T  # (B, N): full softmax over the real catalogue (Eq. 24), no padding class
