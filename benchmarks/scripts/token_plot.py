@@ -62,8 +62,12 @@ def main(argv: list[str] | None = None) -> int:
     if not panels:
         print("no group with a mixed_attention row", file=sys.stderr)
         return 1
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 4.2), squeeze=False)
-    for ax, (title, metric, cols) in zip(axes[0], panels):
+    ncols = min(3, len(panels))
+    nrows = -(-len(panels) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4.6 * ncols, 4.4 * nrows), squeeze=False)
+    for ax in axes.flat[len(panels):]:
+        ax.axis("off")
+    for ax, (title, metric, cols) in zip(axes.flat, panels):
         names = list(cols)
         means = [cols[n][0] for n in names]
         ses = [cols[n][1] for n in names]
