@@ -6,7 +6,8 @@ seeds both rows finished) for T2Diff and every ``mixed_attention + ...`` row. Us
 eighteenth-session section:
 
     python benchmarks/scripts/token_plot.py --out benchmarks/offline_token_kinds.png \\
-        "KuaiRand, official=/tmp/s18/ko" "KuaiRand, tuned=/tmp/s18/kt" "ML-1M chronological=/tmp/s18/cc"
+        "KuaiRand, official, CPU=/tmp/s18/ko" "KuaiRand, tuned, CPU=/tmp/s18/kt" "ML-1M chronological, H100=/tmp/s18/gc" \\
+        "ML-1M chronological, CPU=/tmp/s18/cc" "ML-1M file order, CPU=/tmp/s18/cf"
 """
 from __future__ import annotations
 
