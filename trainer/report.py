@@ -121,11 +121,15 @@ def _rel(a: list[float], b: list[float]) -> float:
     return float(np.mean(a) / max(np.mean(b), 1e-9) - 1)
 
 
+def standard_error(d: np.ndarray) -> float:
+    """Standard error of the mean of per-seed differences (0 for a single seed)."""
+    return float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else 0.0
+
+
 def _paired_text(d: np.ndarray, what: str, metric: str, who: str = "T2Diff") -> str:
     """One line for per-seed differences ``d``: mean ± standard error, and how many seeds ``who`` (the first term)
     won."""
-    se = d.std(ddof=1) / np.sqrt(len(d)) if len(d) > 1 else 0.0
-    return (f"\n{what} on {metric}, paired by seed: {d.mean():+.4f} ± {se:.4f} "
+    return (f"\n{what} on {metric}, paired by seed: {d.mean():+.4f} ± {standard_error(d):.4f} "
             f"(standard error; {who} higher in {int((d > 0).sum())} of {len(d)} seeds)")
 
 

@@ -12,18 +12,20 @@ eighteenth-session section:
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 import numpy as np
 
-from trainer.report import _main_recall, paired_diff
+from trainer.experiments import TOKEN_KINDS, TOKEN_LABEL, load_results
+from trainer.report import _main_recall, paired_diff, standard_error
+
+# bar order: T2Diff, then the tokens as the suites define them (x_n, then TOKEN_KINDS), then any other variant row
+ORDER = ["t2diff", TOKEN_LABEL, *(label for label, _ in TOKEN_KINDS)]
 
 
 def load(path: str) -> list[dict]:
-    lines = Path(path, "results.jsonl").read_text().splitlines()
-    return [r for r in map(json.loads, filter(None, lines)) if "error" not in r]
+    return [r for r in load_results(Path(path, "results.jsonl")) if "error" not in r]
 
 
 def bars(results: list[dict]) -> dict[str, tuple[str, dict[str, tuple[float, float, int]]]]:
@@ -37,10 +39,10 @@ def bars(results: list[dict]) -> dict[str, tuple[str, dict[str, tuple[float, flo
             continue
         cols = {}
         shown = [x for x in labels if x == "t2diff" or x.startswith("mixed_attention ")]
-        for lab in sorted(shown, key=lambda x: (x != "t2diff", "learned" in x, "noise" in x, x)):  # T2Diff, x_n, ...
+        for lab in sorted(shown, key=lambda x: (ORDER.index(x) if x in ORDER else len(ORDER), x)):
             d = np.asarray(paired_diff(rows, g, lab, "mixed_attention", metric))
             if len(d) >= 2:
-                cols[lab] = (float(d.mean()), float(d.std(ddof=1) / np.sqrt(len(d))), len(d))
+                cols[lab] = (float(d.mean()), standard_error(d), len(d))
         out[g] = (metric, cols)
     return out
 
