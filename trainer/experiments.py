@@ -53,6 +53,32 @@ TOKEN_KINDS = [("mixed_attention + x_n+noise token", "noise"), ("mixed_attention
 TUNED_VARIANTS = {"ablation": [("t2diff_no_dp", "t2diff_no_dp", None), ("mixed_attention", "mixed_attention", None)],
                   "token": [(TOKEN_LABEL, "mixed_attention", {"next_token": "last"})],
                   "token_kinds": [(label, "mixed_attention", {"next_token": k}) for label, k in TOKEN_KINDS]}
+# kuairand_structure_tune: the search kuairand_tune began (lr x dropout) carried into each arch's own structure, at its
+# TUNED (lr, dropout): six settings per arch (an equal budget), including the default structure. λ is not searched:
+# the U-Net is the only module L_KL reaches (stop-gradient into the embeddings; x̂ enters the tower detached), so λ
+# only scales the U-Net's gradients, which Adam normalises away.
+STRUCTURE_GRID = {"t2diff": [{"session_len": k, "num_blocks": b} for k in (5, 10, 20) for b in (1, 2)],
+                  "sasrec": [{"num_blocks": b, "num_heads": h} for b in (1, 2, 3) for h in (1, 2)],
+                  "gru4rec": [{"num_blocks": b, "extra": {"gru_hidden": h}} for b in (1, 2) for h in (8, 16, 32)]}
+# the setting kuairand_structure_tune chose per arch on mean validation R@100 over seeds 0-9 (nineteenth session);
+# kuairand_structure_tuned re-runs it on fresh seeds, as rows "<arch> structure-tuned" beside kuairand_tuned's
+STRUCTURE_TUNED: dict[str, dict[str, Any]] = {}
+STRUCTURE_SUFFIX = " structure-tuned"  # its row labels; the report pairs each with the arch's default-structure row
+
+
+def _structure_label(arch: str, model: dict[str, Any]) -> str:
+    """{"num_blocks": 2, "extra": {"gru_hidden": 16}} -> "gru4rec | num_blocks=2 gru_hidden=16"."""
+    flat = {**{k: v for k, v in model.items() if k != "extra"}, **model.get("extra", {})}
+    return f"{arch} | " + " ".join(f"{k}={v}" for k, v in flat.items())
+
+
+def _with_structure(model: dict[str, Any], structure: dict[str, Any]) -> dict[str, Any]:
+    out = {**model, **{k: v for k, v in structure.items() if k != "extra"}}
+    if "extra" in structure:
+        out["extra"] = {**model.get("extra", {}), **structure["extra"]}
+    return out
+
+
 PROBE_GROUPS = (("kuairand_probe", "kuairand"), ("users1-2999_probe", "ml-1m-users1-2999"),  # probe_official,
                 ("table2_probe", "ml-1m"))  # zero_out
 
@@ -97,6 +123,8 @@ def grid(suites: list[str], seeds: list[int], large_edim: int = 64, l_epochs: in
          l_per_user: int | None = 30) -> list[RunSpec]:
     """The runs behind each table. Suite names: table2, table2_large, table3, table4, kuairand, kuairand_edim
     (every arch at edim 16 and ``large_edim``), kuairand_tune (every arch over the same lr x dropout grid),
+    kuairand_structure_tune (T2Diff, SASRec, GRU4Rec over six settings each of their own structure, at their tuned
+    lr x dropout), kuairand_structure_tuned (the structure it chose, fresh seeds, into kuairand_tuned's table),
     users1-2999_tune and table2_tune (T2Diff, SASRec, GRU4Rec over one lr x dropout grid on ML-1M), ml1m_tune_edge
     (those grids extended to higher lrs, into the same groups), ml1m_tuned (each arch at the setting those grids
     chose, for fresh seeds), ml1m_tuned_ablation (T2Diff without drift preparation and mixed attention only at
@@ -134,6 +162,18 @@ def grid(suites: list[str], seeds: list[int], large_edim: int = 64, l_epochs: in
             elif suite == "kuairand_tune":  # the same small search for every arch (lr x dropout), the setting
                 # chosen per arch on validation by select_on_validation; labels are "arch | setting"
                 out += _tune_specs("kuairand_tune", "kuairand", TABLE2_ARCHS, TUNE_LRS, s)
+            elif suite == "kuairand_structure_tune":  # each arch's own structure at its tuned (lr, dropout)
+                for a, settings in STRUCTURE_GRID.items():
+                    lr, d = TUNED["kuairand"][a]
+                    out += [RunSpec(suite, _structure_label(a, st), "kuairand", a, seed=s,
+                                    model=_with_structure({"dropout": d}, st), train={"lr": lr}) for st in settings]
+            elif suite == "kuairand_structure_tuned":  # the structure chosen above, beside kuairand_tuned's rows
+                if not STRUCTURE_TUNED:
+                    raise ValueError("kuairand_structure_tuned needs STRUCTURE_TUNED (run kuairand_structure_tune)")
+                for a, st in STRUCTURE_TUNED.items():
+                    lr, d = TUNED["kuairand"][a]
+                    out.append(RunSpec("kuairand_tuned", a + STRUCTURE_SUFFIX, "kuairand", a, seed=s,
+                                       model=_with_structure({"dropout": d}, st), train={"lr": lr}))
             elif suite == "users1-2999_tune":  # the same search on ML-1M (file order / chronological), for the
                 out += _tune_specs(suite, "ml-1m-users1-2999", TUNE_ARCHS, TUNE_LRS_ML1M, s)  # archs behind the
             elif suite == "table2_tune":  # "beats SASRec by >= 25 %" target, official budget

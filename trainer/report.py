@@ -11,6 +11,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
+from trainer.experiments import STRUCTURE_SUFFIX
 from trainer.probe import VARIANTS
 
 log = logging.getLogger(__name__)
@@ -190,6 +191,11 @@ def report(results: list[dict[str, Any]], out_dir: str | Path, header: str = "")
         for v in (lab for lab in labels if lab.startswith("mixed_attention ") and main and rows[(g, lab)].get(main)):
             md += _paired_line(results, g, v, "mixed_attention", main, f"{v} − mixed_attention", who="the variant")
             md += _paired_line(results, g, "t2diff", v, main, f"T2Diff − {v}")
+        # each "<arch> structure-tuned" row (kuairand_structure_tuned) against the same arch at the default structure
+        for v in (lab for lab in labels if lab.endswith(STRUCTURE_SUFFIX) and main and rows[(g, lab)].get(main)):
+            if rows.get((g, v.removesuffix(STRUCTURE_SUFFIX)), {}).get(main):
+                md += _paired_line(results, g, v, v.removesuffix(STRUCTURE_SUFFIX), main,
+                                   f"{v} − {v.removesuffix(STRUCTURE_SUFFIX)}", who="the tuned structure")
         md += _selected_md(results, g)
     md += probe_md(results)
     text = "\n".join(md) + "\n"

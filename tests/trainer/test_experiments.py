@@ -1,5 +1,6 @@
 """The experiment grid's specs and the report's paired comparison (no training: hand-made results)."""
 import pytest
+import torch
 
 from trainer.experiments import TABLE2_ARCHS, grid
 from trainer.report import paired_diff, report, select_on_validation
@@ -236,3 +237,58 @@ def test_report_pairs_a_mixed_attention_variant_with_mixed_attention_and_t2diff(
             "(standard error; the variant higher in 3 of 3 seeds)") in md
     assert (f"T2Diff − {TOKEN_LABEL} on recall@100, paired by seed: -0.0067 ± 0.0088 "
             "(standard error; T2Diff higher in 1 of 3 seeds)") in md
+
+
+def test_kuairand_structure_tune_gives_each_arch_six_of_its_own_structures_at_its_tuned_setting(monkeypatch):
+    from t2diff.model import build_model
+    from t2diff.model.config import ModelConfig
+    from trainer import experiments
+    from trainer.experiments import TUNED
+
+    specs = grid(["kuairand_structure_tune"], [0, 1])
+    assert len({s.run_id for s in specs}) == len(specs) == 2 * 3 * 6
+    assert {s.group for s in specs} == {"kuairand_structure_tune"} and {s.dataset for s in specs} == {"kuairand"}
+    defaults = {"t2diff": "session_len=10 num_blocks=1", "sasrec": "num_blocks=1 num_heads=2",
+                "gru4rec": "num_blocks=1 gru_hidden=8"}  # the structure every earlier KuaiRand run used
+    for arch, lr_dropout in TUNED["kuairand"].items():
+        mine = [s for s in specs if s.arch == arch and s.seed == 0]
+        assert len(mine) == 6 and {(s.train["lr"], s.model["dropout"]) for s in mine} == {lr_dropout}
+        assert f"{arch} | {defaults[arch]}" in {s.label for s in mine}
+        # each setting reaches the network: six settings, six different parameter counts
+        sizes = set()
+        for s in mine:
+            model = build_model(ModelConfig(arch=arch, num_items=50, num_tags=5, **s.model),
+                                torch.zeros(51, 1, dtype=torch.long))
+            n = sum(p.numel() for p in model.parameters())
+            # the session length k and the head count change no parameter count: check that they reach the network
+            sizes.add({"t2diff": lambda: (n, model.user_tower.k), "sasrec": lambda: (n, model.blocks[0].h),
+                       "gru4rec": lambda: n}[arch]())
+        assert len(sizes) == 6
+    gru = next(s for s in specs if s.label == "gru4rec | num_blocks=2 gru_hidden=16")
+    assert gru.model == {"dropout": 0.2, "num_blocks": 2, "extra": {"gru_hidden": 16}}
+    # the confirmation suite needs the search's choice, then puts each arch's choice beside kuairand_tuned's rows
+    monkeypatch.setattr(experiments, "STRUCTURE_TUNED", {})
+    with pytest.raises(ValueError, match="STRUCTURE_TUNED"):
+        grid(["kuairand_structure_tuned"], [30])
+    monkeypatch.setattr(experiments, "STRUCTURE_TUNED", {"t2diff": {"session_len": 5},
+                                                         "gru4rec": {"extra": {"gru_hidden": 32}}})
+    chosen = grid(["kuairand_structure_tuned"], [30])
+    assert [(s.group, s.label, s.model, s.train) for s in chosen] == [
+        ("kuairand_tuned", "t2diff structure-tuned", {"dropout": 0.0, "session_len": 5}, {"lr": 0.001}),
+        ("kuairand_tuned", "gru4rec structure-tuned", {"dropout": 0.2, "extra": {"gru_hidden": 32}}, {"lr": 0.001})]
+    assert not {s.run_id for s in chosen} & {s.run_id for s in grid(["kuairand_tuned"], [30])}
+
+
+def test_report_pairs_a_structure_tuned_row_with_its_arch_and_t2diffs_with_the_best_baseline(tmp_path):
+    results = []
+    for s, (t2, t2s, gru, grus) in enumerate([(0.24, 0.25, 0.25, 0.26), (0.23, 0.25, 0.24, 0.24), (0.22, 0.24, 0.25, 0.25)]):
+        results += [_res("k", "t2diff", s, t2), _res("k", "t2diff structure-tuned", s, t2s),
+                    _res("k", "gru4rec", s, gru), _res("k", "gru4rec structure-tuned", s, grus)]
+    md = report(results, tmp_path)
+    # t2diff structure-tuned − t2diff: (+0.01, +0.02, +0.02); gru4rec's: (+0.01, 0, 0)
+    assert ("t2diff structure-tuned − t2diff on recall@100, paired by seed: +0.0167 ± 0.0033 "
+            "(standard error; the tuned structure higher in 3 of 3 seeds)") in md
+    assert "gru4rec structure-tuned − gru4rec on recall@100, paired by seed: +0.0033 ± 0.0033" in md
+    # T2Diff's tuned structure against the strongest baseline row, whichever structure it has (gru4rec tuned 0.25)
+    assert ("t2diff structure-tuned − gru4rec structure-tuned (best non-T2Diff row; -1.3 % on the mean) on "
+            "recall@100, paired by seed: -0.0033 ± 0.0067") in md  # (-0.01, +0.01, -0.01)
