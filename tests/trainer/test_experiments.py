@@ -180,6 +180,9 @@ def test_select_on_validation_chooses_by_validation_not_test(tmp_path):
     sas = md.index("Chosen T2Diff − chosen sasrec (+40.0 % on the mean) on recall@100, paired by seed: +0.0600 ± 0.0000")
     assert md.index(gru) < sas
     assert (tmp_path / "val_curves.png").stat().st_size > 0
+    # the search rows' labels stay one cell each, and no row is compared with the best row *by test score*
+    assert "| t2diff \\| b | 3 | 0.1000 ± 0.0000 | 0.4000 ± 0.0000 |" in md
+    assert "best non-T2Diff row" not in md
 
 
 def test_ml1m_tuned_token_suites_run_the_x_n_token_at_t2diffs_setting_beside_the_tuned_rows():
@@ -243,7 +246,7 @@ def test_kuairand_structure_tune_gives_each_arch_six_of_its_own_structures_at_it
     from t2diff.model import build_model
     from t2diff.model.config import ModelConfig
     from trainer import experiments
-    from trainer.experiments import TUNED
+    from trainer.experiments import TUNED, _structure_label
 
     specs = grid(["kuairand_structure_tune"], [0, 1])
     assert len({s.run_id for s in specs}) == len(specs) == 2 * 3 * 6
@@ -266,6 +269,9 @@ def test_kuairand_structure_tune_gives_each_arch_six_of_its_own_structures_at_it
         assert len(sizes) == 6
     gru = next(s for s in specs if s.label == "gru4rec | num_blocks=2 gru_hidden=16")
     assert gru.model == {"dropout": 0.2, "num_blocks": 2, "extra": {"gru_hidden": 16}}
+    # the search's recorded choice is one of the searched settings and not the default (kuairand_tuned has that)
+    for arch, st in experiments.STRUCTURE_TUNED.items():
+        assert st in experiments.STRUCTURE_GRID[arch] and _structure_label(arch, st) != f"{arch} | {defaults[arch]}"
     # the confirmation suite needs the search's choice, then puts each arch's choice beside kuairand_tuned's rows
     monkeypatch.setattr(experiments, "STRUCTURE_TUNED", {})
     with pytest.raises(ValueError, match="STRUCTURE_TUNED"):
