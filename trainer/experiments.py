@@ -67,7 +67,7 @@ STRUCTURE_TUNED: dict[str, dict[str, Any]] = {"t2diff": {"session_len": 10, "num
 STRUCTURE_SUFFIX = " structure-tuned"  # its row labels; the report pairs each with the arch's default-structure row
 
 
-def _structure_label(arch: str, model: dict[str, Any]) -> str:
+def structure_label(arch: str, model: dict[str, Any]) -> str:
     """{"num_blocks": 2, "extra": {"gru_hidden": 16}} -> "gru4rec | num_blocks=2 gru_hidden=16"."""
     flat = {**{k: v for k, v in model.items() if k != "extra"}, **model.get("extra", {})}
     return f"{arch} | " + " ".join(f"{k}={v}" for k, v in flat.items())
@@ -166,7 +166,7 @@ def grid(suites: list[str], seeds: list[int], large_edim: int = 64, l_epochs: in
             elif suite == "kuairand_structure_tune":  # each arch's own structure at its tuned (lr, dropout)
                 for a, settings in STRUCTURE_GRID.items():
                     lr, d = TUNED["kuairand"][a]
-                    out += [RunSpec(suite, _structure_label(a, st), "kuairand", a, seed=s,
+                    out += [RunSpec(suite, structure_label(a, st), "kuairand", a, seed=s,
                                     model=_with_structure({"dropout": d}, st), train={"lr": lr}) for st in settings]
             elif suite == "kuairand_structure_tuned":  # the structure chosen above, beside kuairand_tuned's rows
                 if not STRUCTURE_TUNED:

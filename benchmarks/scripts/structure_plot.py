@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from trainer.experiments import STRUCTURE_GRID, _structure_label, load_results
+from trainer.experiments import STRUCTURE_GRID, structure_label, load_results
 from trainer.report import paired_diff, select_on_validation, standard_error, summarize
 
 COLOURS = {"t2diff": "tab:red", "sasrec": "tab:green", "gru4rec": "tab:blue"}
@@ -41,7 +41,7 @@ def search_bars(results: list[dict], group: str = "kuairand_structure_tune") -> 
     chosen = {o["label"] for o in select_on_validation(results, group)}
     out = []
     for arch, settings in STRUCTURE_GRID.items():  # in the grid's own order
-        for label in (_structure_label(arch, st) for st in settings):
+        for label in (structure_label(arch, st) for st in settings):
             if (group, label) in rows:
                 v = np.asarray(rows[(group, label)]["val_select"])
                 out.append((label, float(v.mean()), standard_error(v), label in chosen))

@@ -246,7 +246,7 @@ def test_kuairand_structure_tune_gives_each_arch_six_of_its_own_structures_at_it
     from t2diff.model import build_model
     from t2diff.model.config import ModelConfig
     from trainer import experiments
-    from trainer.experiments import TUNED, _structure_label
+    from trainer.experiments import TUNED, structure_label
 
     specs = grid(["kuairand_structure_tune"], [0, 1])
     assert len({s.run_id for s in specs}) == len(specs) == 2 * 3 * 6
@@ -271,7 +271,7 @@ def test_kuairand_structure_tune_gives_each_arch_six_of_its_own_structures_at_it
     assert gru.model == {"dropout": 0.2, "num_blocks": 2, "extra": {"gru_hidden": 16}}
     # the search's recorded choice is one of the searched settings and not the default (kuairand_tuned has that)
     for arch, st in experiments.STRUCTURE_TUNED.items():
-        assert st in experiments.STRUCTURE_GRID[arch] and _structure_label(arch, st) != f"{arch} | {defaults[arch]}"
+        assert st in experiments.STRUCTURE_GRID[arch] and structure_label(arch, st) != f"{arch} | {defaults[arch]}"
     # the confirmation suite needs the search's choice, then puts each arch's choice beside kuairand_tuned's rows
     monkeypatch.setattr(experiments, "STRUCTURE_TUNED", {})
     with pytest.raises(ValueError, match="STRUCTURE_TUNED"):
