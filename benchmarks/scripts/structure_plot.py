@@ -5,7 +5,7 @@ Left: each arch's six structures from ``kuairand_structure_tune`` (mean validati
 ``kuairand_tuned`` + ``kuairand_structure_tuned`` results directories, each row − GRU4Rec on test R@100, paired by
 seed (mean ± standard error; the directories' pairs pooled)::
 
-    python benchmarks/scripts/structure_plot.py --search /tmp/s19/st --confirm /tmp/s19/sc /tmp/s18/kt \\
+    python benchmarks/scripts/structure_plot.py --search /tmp/s19/st --confirm /tmp/s19/sc /tmp/s18/kt /tmp/s19/sx \\
         --rows sasrec t2diff "t2diff structure-tuned" "mixed_attention + learned token" \\
         --out benchmarks/offline_kuairand_structure.png
 """
