@@ -7,6 +7,7 @@ baselines measured in the same invocation) and ``val_curves.png``.
 """
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import multiprocessing as mp
@@ -73,13 +74,6 @@ def structure_label(arch: str, model: dict[str, Any]) -> str:
     return f"{arch} | " + " ".join(f"{k}={v}" for k, v in flat.items())
 
 
-def _with_structure(model: dict[str, Any], structure: dict[str, Any]) -> dict[str, Any]:
-    out = {**model, **{k: v for k, v in structure.items() if k != "extra"}}
-    if "extra" in structure:
-        out["extra"] = {**model.get("extra", {}), **structure["extra"]}
-    return out
-
-
 PROBE_GROUPS = (("kuairand_probe", "kuairand"), ("users1-2999_probe", "ml-1m-users1-2999"),  # probe_official,
                 ("table2_probe", "ml-1m"))  # zero_out
 
@@ -98,6 +92,12 @@ class RunSpec:
     @property
     def run_id(self) -> str:
         return f"{self.group}|{self.label}|{self.dataset}|{self.protocol}|s{self.seed}"
+
+
+def _structure_spec(group: str, label: str, arch: str, structure: dict[str, Any], seed: int) -> RunSpec:
+    """One KuaiRand run of ``arch`` at its TUNED (lr, dropout) with ``structure`` (ModelConfig fields, "extra")."""
+    lr, d = TUNED["kuairand"][arch]
+    return RunSpec(group, label, "kuairand", arch, seed=seed, model={"dropout": d, **copy.deepcopy(structure)}, train={"lr": lr})
 
 
 def _tune_specs(group: str, dataset: str, archs: list[str], lrs: tuple[float, ...], seed: int,
@@ -164,17 +164,13 @@ def grid(suites: list[str], seeds: list[int], large_edim: int = 64, l_epochs: in
                 # chosen per arch on validation by select_on_validation; labels are "arch | setting"
                 out += _tune_specs("kuairand_tune", "kuairand", TABLE2_ARCHS, TUNE_LRS, s)
             elif suite == "kuairand_structure_tune":  # each arch's own structure at its tuned (lr, dropout)
-                for a, settings in STRUCTURE_GRID.items():
-                    lr, d = TUNED["kuairand"][a]
-                    out += [RunSpec(suite, structure_label(a, st), "kuairand", a, seed=s,
-                                    model=_with_structure({"dropout": d}, st), train={"lr": lr}) for st in settings]
+                out += [_structure_spec(suite, structure_label(a, st), a, st, s)
+                        for a, settings in STRUCTURE_GRID.items() for st in settings]
             elif suite == "kuairand_structure_tuned":  # the structure chosen above, beside kuairand_tuned's rows
                 if not STRUCTURE_TUNED:
                     raise ValueError("kuairand_structure_tuned needs STRUCTURE_TUNED (run kuairand_structure_tune)")
-                for a, st in STRUCTURE_TUNED.items():
-                    lr, d = TUNED["kuairand"][a]
-                    out.append(RunSpec("kuairand_tuned", a + STRUCTURE_SUFFIX, "kuairand", a, seed=s,
-                                       model=_with_structure({"dropout": d}, st), train={"lr": lr}))
+                out += [_structure_spec("kuairand_tuned", a + STRUCTURE_SUFFIX, a, st, s)
+                        for a, st in STRUCTURE_TUNED.items()]
             elif suite == "users1-2999_tune":  # the same search on ML-1M (file order / chronological), for the
                 out += _tune_specs(suite, "ml-1m-users1-2999", TUNE_ARCHS, TUNE_LRS_ML1M, s)  # archs behind the
             elif suite == "table2_tune":  # "beats SASRec by >= 25 %" target, official budget
@@ -325,10 +321,12 @@ def run_grid(specs: list[RunSpec], out_dir: str | Path, jobs: int = 1, device: s
     return load_results(res_path)
 
 
-def load_results(path: str | Path) -> list[dict[str, Any]]:
+def load_results(path: str | Path, finished_only: bool = False) -> list[dict[str, Any]]:
+    """The runs in a results.jsonl; ``finished_only`` drops failed runs (those recorded with an "error")."""
     if not Path(path).exists():
         return []
-    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+    runs = [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+    return [r for r in runs if "error" not in r] if finished_only else runs
 
 
 def default_jobs(device: str) -> int:

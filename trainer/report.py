@@ -187,9 +187,9 @@ def report(results: list[dict[str, Any]], out_dir: str | Path, header: str = "")
         # each T2Diff variant row ("t2diff tied", "t2diff next=prior", ...) against the strongest non-T2Diff row;
         # not in a search group ("arch | setting" rows): picking its strongest row by test score would be selection
         # on the test set, and _selected_md compares the rows chosen on validation instead
-        outside = [lab for lab in labels if not lab.startswith("t2diff") and rows[(g, lab)].get(main)
-                   and not any(" | " in x for x in labels)]
-        if main and outside:
+        search = any(" | " in lab for lab in labels)
+        outside = [lab for lab in labels if not lab.startswith("t2diff") and rows[(g, lab)].get(main)]
+        if main and outside and not search:
             b = max(outside, key=lambda lab: np.mean(rows[(g, lab)][main]))
             for v in (lab for lab in labels if lab.startswith("t2diff ") and rows[(g, lab)].get(main)):
                 rel = _rel(rows[(g, v)][main], rows[(g, b)][main])
@@ -201,9 +201,9 @@ def report(results: list[dict[str, Any]], out_dir: str | Path, header: str = "")
             md += _paired_line(results, g, "t2diff", v, main, f"T2Diff − {v}")
         # each "<arch> structure-tuned" row (kuairand_structure_tuned) against the same arch at the default structure
         for v in (lab for lab in labels if lab.endswith(STRUCTURE_SUFFIX) and main and rows[(g, lab)].get(main)):
-            if rows.get((g, v.removesuffix(STRUCTURE_SUFFIX)), {}).get(main):
-                md += _paired_line(results, g, v, v.removesuffix(STRUCTURE_SUFFIX), main,
-                                   f"{v} − {v.removesuffix(STRUCTURE_SUFFIX)}", who="the tuned structure")
+            base = v.removesuffix(STRUCTURE_SUFFIX)
+            if rows.get((g, base), {}).get(main):
+                md += _paired_line(results, g, v, base, main, f"{v} − {base}", who="the tuned structure")
         md += _selected_md(results, g)
     md += probe_md(results)
     text = "\n".join(md) + "\n"

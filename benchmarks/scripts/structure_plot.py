@@ -32,7 +32,7 @@ def _tick(label: str) -> str:
 
 
 def load(path: str | Path) -> list[dict]:
-    return [r for r in load_results(Path(path, "results.jsonl")) if "error" not in r]
+    return load_results(Path(path, "results.jsonl"), finished_only=True)
 
 
 def search_bars(results: list[dict], group: str = "kuairand_structure_tune") -> list[tuple[str, float, float, bool]]:

@@ -24,8 +24,8 @@ from trainer.report import _main_recall, paired_diff, standard_error
 ORDER = ["t2diff", TOKEN_LABEL, *(label for label, _ in TOKEN_KINDS)]
 
 
-def load(path: str) -> list[dict]:
-    return [r for r in load_results(Path(path, "results.jsonl")) if "error" not in r]
+def load(path: str | Path) -> list[dict]:
+    return load_results(Path(path, "results.jsonl"), finished_only=True)
 
 
 def bars(results: list[dict]) -> dict[str, tuple[str, dict[str, tuple[float, float, int]]]]:
