@@ -48,13 +48,14 @@ demo: install
 # The CPU benchmarks, each printing figures measured in this run beside its same-run baseline. The GPU
 # figures (bench encode --device cuda, bench offline, bench trainer --device cuda) ran on a lent H100:
 # see benchmarks/RESULTS.md for their commands.
+# The last serve line is the latency goal's 2-core configuration (benchmarks/serve.md, runs 49 and 52).
 bench: install
 	$(BIN)/t2diff bench encode --device cpu
 	$(BIN)/t2diff bench stream
 	$(BIN)/t2diff bench trainer throughput
 	$(BIN)/t2diff bench trainer index
 	$(BIN)/t2diff bench serve --dataset ml-1m
-	$(BIN)/t2diff bench serve --dataset ml-1m --index exact --steps 10 --topology local --compile --wait-ms 0.5 --haproxy
+	$(BIN)/t2diff bench serve --dataset ml-1m --index exact --steps 10 --topology local --compile --wait-ms 0.5 --max-batch-size 1 --haproxy
 
 clean:
 	rm -rf runs .pytest_cache

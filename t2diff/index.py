@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Any, Iterable, Literal, Sequence
 
 import numpy as np
+from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from t2diff.config import Section
@@ -65,13 +66,21 @@ class IndexSettings(Section):
     hnsw_ef: int = 128
     ivf_nlist: int = 256
     ivf_nprobe: int = 16
-    insert_batch: int = 50_000
+    # Payload bytes per insert RPC. Milvus Lite's insert time grows faster than its payload: 100k x 8-d rows took
+    # 1.7 s in 2,000-row RPCs and 11.6 s in one 50,000-row RPC; at 64 dims 2.5 s in 1,000-row RPCs and 20 s in
+    # 10,000-row ones (benchmarks/trainer.md, twentieth session). 256 KiB is ~6.5k rows at 8 dims, ~1k at 64.
+    insert_batch_bytes: int = Field(262_144, ge=1)
     grace_s: float = 60.0  # a retired collection stays searchable this long
     keep: int = 2  # newest collections never dropped (rollback)
     server_start_timeout_s: float = 60.0
 
     def resolved_uri(self) -> str:
         return self.uri or str(runs_dir() / "milvus" / "items.db")
+
+
+def rows_per_insert(dim: int, batch_bytes: int) -> int:
+    """Rows in one insert RPC: as many (int64 id, float32 x dim) rows as fit ``batch_bytes``, at least one."""
+    return max(1, batch_bytes // (8 + 4 * int(dim)))
 
 
 def is_remote(uri: str) -> bool:
@@ -364,7 +373,7 @@ class ItemIndex:
         schema.add_field("id", DataType.INT64, is_primary=True)
         schema.add_field("vec", DataType.FLOAT_VECTOR, dim=int(vecs.shape[1]))
         self.client.create_collection(name, schema=schema)
-        b = self.settings.insert_batch
+        b = rows_per_insert(vecs.shape[1], self.settings.insert_batch_bytes)
         for i in range(0, len(ids), b):
             rows = [{"id": int(j), "vec": v} for j, v in zip(ids[i:i + b].tolist(), vecs[i:i + b])]
             self.client.insert(name, rows)

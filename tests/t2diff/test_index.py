@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from t2diff.index import ItemIndex, IndexSettings, stop_lite_server
+from t2diff.index import ItemIndex, IndexSettings, rows_per_insert, stop_lite_server
 
 
 @pytest.fixture
@@ -45,6 +45,30 @@ def test_round_trip_matches_torch_inner_product(index):
     assert len(one) == 20 and not set(r for r, _ in one) & set(many)
     assert [r for r, _ in one] == [r for r, _ in index.search(q[:1], k=80)[0] if r not in set(many)][:20]
     assert index.live_version() == 1 and index.count() == 3000
+
+
+def test_insert_batches_are_bounded_by_bytes(tmp_path, monkeypatch):
+    # one row is an int64 id + dim float32s; a budget below one row still sends one row per RPC
+    assert rows_per_insert(8, 262_144) == 262_144 // 40
+    assert rows_per_insert(64, 262_144) == 262_144 // 264
+    assert rows_per_insert(64, 1) == 1
+    idx = ItemIndex(str(tmp_path / "items.db"), shared=False, insert_batch_bytes=40 * 300)  # 300 rows at dim 8
+    sizes = []
+    real_insert = idx.client.insert
+    monkeypatch.setattr(idx.client, "insert", lambda name, rows, **kw: (sizes.append(len(rows)),
+                                                                        real_insert(name, rows, **kw))[1])
+    vecs = np.random.default_rng(0).standard_normal((1000, 8)).astype(np.float32)
+    ids = np.arange(1000, dtype=np.int64) + 5
+    idx.publish(1, ids, vecs)
+    data_batches = [n for n in sizes if n != 1]  # the live-pointer row is a one-row insert of its own
+    assert data_batches == [300, 300, 300, 100]
+    assert idx.count() == 1000
+    got = idx.search(vecs[:3], k=5)
+    want = np.argsort(-(vecs[:3] @ vecs.T), axis=1)[:, :5] + 5
+    assert [[r for r, _ in g] for g in got] == want.tolist()
+    idx.close()
+    with pytest.raises(ValueError):
+        IndexSettings(insert_batch_bytes=0)
 
 
 def test_rejects_bad_input(index):
