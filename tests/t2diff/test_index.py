@@ -55,18 +55,24 @@ def test_insert_batches_are_bounded_by_bytes(tmp_path, monkeypatch):
     idx = ItemIndex(str(tmp_path / "items.db"), shared=False, insert_batch_bytes=40 * 300)  # 300 rows at dim 8
     sizes = []
     real_insert = idx.client.insert
-    monkeypatch.setattr(idx.client, "insert", lambda name, rows, **kw: (sizes.append(len(rows)),
-                                                                        real_insert(name, rows, **kw))[1])
+
+    def counting_insert(name, rows, **kw):
+        sizes.append(len(rows))
+        return real_insert(name, rows, **kw)
+
+    monkeypatch.setattr(idx.client, "insert", counting_insert)
     vecs = np.random.default_rng(0).standard_normal((1000, 8)).astype(np.float32)
     ids = np.arange(1000, dtype=np.int64) + 5
-    idx.publish(1, ids, vecs)
-    data_batches = [n for n in sizes if n != 1]  # the live-pointer row is a one-row insert of its own
-    assert data_batches == [300, 300, 300, 100]
-    assert idx.count() == 1000
-    got = idx.search(vecs[:3], k=5)
-    want = np.argsort(-(vecs[:3] @ vecs.T), axis=1)[:, :5] + 5
-    assert [[r for r, _ in g] for g in got] == want.tolist()
-    idx.close()
+    try:
+        idx.publish(1, ids, vecs)
+        data_batches = [n for n in sizes if n != 1]  # the live-pointer row is a one-row insert of its own
+        assert data_batches == [300, 300, 300, 100]
+        assert idx.count() == 1000
+        got = idx.search(vecs[:3], k=5)
+        want = np.argsort(-(vecs[:3] @ vecs.T), axis=1)[:, :5] + 5
+        assert [[r for r, _ in g] for g in got] == want.tolist()
+    finally:
+        idx.close()
     with pytest.raises(ValueError):
         IndexSettings(insert_batch_bytes=0)
 
