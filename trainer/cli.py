@@ -88,9 +88,9 @@ def _cmd_bench_offline(args: argparse.Namespace) -> int:
         overrides["max_train_samples"] = args.max_train_samples
     jobs = args.jobs or default_jobs(args.device)
     if args.report_only:
-        from trainer.experiments import load_results
+        from trainer.experiments import load_results, results_path
 
-        results = load_results(Path(args.out) / "results.jsonl")
+        results = load_results(results_path(args.out))
     else:
         results = run_grid(specs, args.out, jobs=jobs, device=args.device, threads=args.threads, overrides=overrides,
                            deadline_s=args.deadline_s)

@@ -281,8 +281,8 @@ def run_grid(specs: list[RunSpec], out_dir: str | Path, jobs: int = 1, device: s
     this many seconds, so a time-limited box still returns every finished run (parallel mode only)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    res_path = out_dir / "results.jsonl"
-    done = {json.loads(line)["run_id"] for line in res_path.read_text().splitlines()} if res_path.exists() else set()
+    res_path = results_path(out_dir)
+    done = {r["run_id"] for r in load_results(res_path)}
     todo = [s for s in specs if s.run_id not in done]
     log.info("%d runs (%d already in %s), %d parallel jobs on %s", len(specs), len(specs) - len(todo), res_path, jobs, device)
     t0 = time.time()
@@ -319,6 +319,11 @@ def run_grid(specs: list[RunSpec], out_dir: str | Path, jobs: int = 1, device: s
     finally:
         pool.shutdown(wait=False, cancel_futures=True)
     return load_results(res_path)
+
+
+def results_path(out_dir: str | Path) -> Path:
+    """The results file of a ``bench offline --out`` directory: one JSON line per finished or failed run."""
+    return Path(out_dir) / "results.jsonl"
 
 
 def load_results(path: str | Path, finished_only: bool = False) -> list[dict[str, Any]]:

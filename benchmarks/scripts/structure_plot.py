@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from trainer.experiments import STRUCTURE_GRID, structure_label, load_results
+from trainer.experiments import STRUCTURE_GRID, load_results, results_path, structure_label
 from trainer.report import paired_diff, select_on_validation, standard_error, summarize
 
 COLOURS = {"t2diff": "tab:red", "sasrec": "tab:green", "gru4rec": "tab:blue"}
@@ -30,9 +30,6 @@ def _tick(label: str) -> str:
         setting = setting.replace(k + "=", v + "=")
     return setting
 
-
-def load(path: str | Path) -> list[dict]:
-    return load_results(Path(path, "results.jsonl"), finished_only=True)
 
 
 def search_bars(results: list[dict], group: str = "kuairand_structure_tune") -> list[tuple[str, float, float, bool]]:
@@ -53,7 +50,7 @@ def confirm_bars(dirs: list[str], base: str = "gru4rec", group: str = "kuairand_
     """row -> (mean, standard error, pairs) of row − ``base``, paired by seed, pooled over the directories."""
     diffs: dict[str, list[float]] = {}
     for d in dirs:
-        res = load(d)
+        res = load_results(results_path(d), finished_only=True)
         for label in sorted({r["spec"]["label"] for r in res if r["spec"]["group"] == group} - {base}):
             diffs.setdefault(label, []).extend(paired_diff(res, group, label, base, metric))
     return {k: (float(np.mean(v)), standard_error(np.asarray(v)), len(v)) for k, v in diffs.items() if len(v) >= 2}
@@ -72,7 +69,8 @@ def main(argv: list[str] | None = None) -> int:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    search, confirm = search_bars(load(a.search)), confirm_bars(a.confirm)
+    search = search_bars(load_results(results_path(a.search), finished_only=True))
+    confirm = confirm_bars(a.confirm)
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(13, 5), gridspec_kw={"width_ratios": [3, 1.3]})
     for i, (label, mean, se, chosen) in enumerate(search):
         ax1.bar(i, mean, yerr=se, capsize=3, color=COLOURS[label.split(" | ")[0]], hatch="//" if chosen else None,

@@ -13,19 +13,15 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 import numpy as np
 
-from trainer.experiments import TOKEN_KINDS, TOKEN_LABEL, load_results
+from trainer.experiments import TOKEN_KINDS, TOKEN_LABEL, load_results, results_path
 from trainer.report import _main_recall, paired_diff, standard_error
 
 # bar order: T2Diff, then the tokens as the suites define them (x_n, then TOKEN_KINDS), then any other variant row
 ORDER = ["t2diff", TOKEN_LABEL, *(label for label, _ in TOKEN_KINDS)]
 
-
-def load(path: str | Path) -> list[dict]:
-    return load_results(Path(path, "results.jsonl"), finished_only=True)
 
 
 def bars(results: list[dict]) -> dict[str, tuple[str, dict[str, tuple[float, float, int]]]]:
@@ -60,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     panels = []
     for p in a.panels:
         title, _, path = p.rpartition("=")
-        for g, (metric, cols) in bars(load(path)).items():
+        for g, (metric, cols) in bars(load_results(results_path(path), finished_only=True)).items():
             panels.append((f"{title}\n({g})", metric, cols))
     if not panels:
         print("no group with a mixed_attention row", file=sys.stderr)
