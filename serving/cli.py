@@ -91,6 +91,7 @@ def _cmd_ab_report(args: argparse.Namespace) -> int:
 
 def _cmd_bench_serve(args: argparse.Namespace) -> int:
     from serving import bench
+    from serving.bench_report import markdown, plot
     from t2diff.paths import runs_dir
 
     root = Path(args.root) if args.root else runs_dir() / f"bench-serve-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -105,10 +106,10 @@ def _cmd_bench_serve(args: argparse.Namespace) -> int:
                           switch_interval_ms=args.switch_interval_ms, max_batch_size=args.max_batch_size,
                           threads=args.threads, gc_threshold=args.gc_threshold)
     cmd = "t2diff " + " ".join(sys.argv[1:]) if sys.argv and "bench" in sys.argv else "t2diff bench serve"
-    md = bench.markdown(res, cmd)
+    md = markdown(res, cmd)
     print(md)
     (root / "result.json").write_text(json.dumps(res, indent=1))
-    png = bench.plot(res, root / "latency.png")
+    png = plot(res, root / "latency.png")
     print(f"results: {root / 'result.json'}; plot: {png}")
     if args.md:
         with open(args.md, "a") as f:

@@ -58,7 +58,8 @@ class World:
         return v
 
     def stop_index(self) -> None:
-        from t2diff.index import is_remote, stop_lite_server
+        from t2diff.index import is_remote
+        from t2diff.lite_server import stop_lite_server
 
         if not is_remote(self.index_uri):  # a Milvus server is not ours to stop
             stop_lite_server(self.index_uri)

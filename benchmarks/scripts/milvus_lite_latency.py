@@ -167,7 +167,8 @@ def main() -> int:
     c.close()
 
     # 8. the detached loopback server t2diff/index.py uses (another process, its own GIL)
-    from t2diff.index import ItemIndex, ensure_lite_server, stop_lite_server
+    from t2diff.index import ItemIndex
+    from t2diff.lite_server import ensure_lite_server, stop_lite_server
     sdb = ROOT / "server.db"
     try:
         uri = ensure_lite_server(sdb)

@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     tgt = rng.integers(1, a.items + 1, size=B)
     tts = np.full(B, L, dtype=np.int64)
     sync = torch.cuda.synchronize if a.device == "cuda" else (lambda: None)
-    for name, fn in (("rank", lambda: tr.rank(tr.model, hist, hts, tgt, tts)),
+    for name, fn in (("rank", lambda: tr.ranker.rank(tr.model, hist, hts, tgt, tts)),
                      ("train", lambda: tr.train(hist, hts, tgt, tts))):
         t = time.perf_counter()
         fn()

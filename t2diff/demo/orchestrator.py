@@ -264,7 +264,7 @@ def run_demo(s: DemoSettings, out_dir: Path | None = None) -> dict[str, Any]:
 def _stop_milvus(demo: Demo) -> None:
     """The loopback Milvus Lite server is started detached by t2diff.index; stop it with the same module."""
     try:
-        from t2diff.index import stop_lite_server
+        from t2diff.lite_server import stop_lite_server
 
         stop_lite_server(demo.cfg["index"]["uri"])
     except Exception as e:  # noqa: BLE001

@@ -4,7 +4,6 @@ report phases are in ``orchestrator.py``."""
 from __future__ import annotations
 
 import logging
-import socket
 import sys
 import time
 from pathlib import Path
@@ -17,6 +16,7 @@ from tqdm import tqdm
 from t2diff.demo.moments import day_split, extract_request_moments, sample_moments
 from t2diff.demo.settings import DemoSettings
 from t2diff.demo.stack import ChildDied, Stack, t2diff_cmd
+from t2diff.net import free_port
 
 log = logging.getLogger(__name__)
 
@@ -26,12 +26,6 @@ ARMS = [  # name -> serving source; "control" is the lift baseline
     {"name": "control", "source": "sasrec"},  # SASRec warm start (a plain sequential two-tower baseline)
     {"name": "popular", "source": "popularity"},  # most watched on the warm days
 ]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _module_available(name: str) -> bool:
@@ -85,7 +79,7 @@ class DemoSetup:
             # resumed by the children and mix two runs. (A stale Milvus Lite server of that dir goes first.)
             log.info("removing the previous run's state %s", self.state)
             try:
-                from t2diff.index import stop_lite_server
+                from t2diff.lite_server import stop_lite_server
 
                 stop_lite_server(self.state / "milvus" / "items.db")
             except Exception as e:  # noqa: BLE001
@@ -98,7 +92,7 @@ class DemoSetup:
         self.popularity_path = self.state / "popularity_warm_days.json"
         self.popularity_path.write_text(json.dumps({str(int(k)): int(v) for k, v in watched.items()}))
         self.popular_items = popular_items(self.log_df, self.split.warm_end_ms)
-        self.port = _free_port()
+        self.port = free_port()
         self.ckpt = {"t2diff": self.state / "ckpt" / "t2diff_warm.pt", "sasrec": self.state / "ckpt" / "sasrec_warm.pt"}
         self.arms_file = self.state / "arms.yaml"
         sources = {

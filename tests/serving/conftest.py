@@ -1,7 +1,8 @@
 import os
-import socket
 
 import pytest
+
+from t2diff.net import free_port
 
 
 @pytest.fixture(scope="module")
@@ -18,12 +19,6 @@ def tiny():
     return cat, cfg, build_model(cfg, torch.as_tensor(cat.tags)), build_model(cfg, torch.as_tensor(cat.tags))
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="session")
 def ray_session():
     """One small local Ray for the whole serving test session (2 shared cores: no dashboard, 2 CPUs)."""
@@ -34,7 +29,7 @@ def ray_session():
     started = not ray.is_initialized()  # reuse a Ray another test module started; shut down only our own
     if started:
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
-    port = _free_port()
+    port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     yield port
     serve.shutdown()

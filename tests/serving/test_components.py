@@ -143,7 +143,8 @@ def test_milvus_restart_released_collection_is_reloaded(tmp_path):
     """Milvus Lite brings collections back released after a restart: the retriever loads, not fails."""
     from serving.components import LazySearcher
     from serving.settings import ServingSettings
-    from t2diff.index import ItemIndex, stop_lite_server
+    from t2diff.index import ItemIndex
+    from t2diff.lite_server import stop_lite_server
 
     uri = str(tmp_path / "m.db")
     cfg = tmp_path / "c.yaml"
@@ -165,7 +166,8 @@ def test_milvus_restart_released_collection_is_reloaded(tmp_path):
 @pytest.mark.integration
 def test_cli_rollback_moves_registry_and_index(tmp_path, tiny):
     from t2diff.cli import main
-    from t2diff.index import ItemIndex, stop_lite_server
+    from t2diff.index import ItemIndex
+    from t2diff.lite_server import stop_lite_server
     from t2diff.registry import ModelRegistry
 
     cat, cfg, m1, m2 = tiny

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from t2diff.index import ItemIndex, IndexSettings, rows_per_insert, stop_lite_server
+from t2diff.index import ItemIndex, IndexSettings, rows_per_insert
+from t2diff.lite_server import stop_lite_server
 
 
 @pytest.fixture

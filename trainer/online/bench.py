@@ -77,7 +77,7 @@ def bench_throughput(events: int, items: int, users: int, device: str, batch_siz
     rng = np.random.default_rng(seed)
     wh = rng.integers(1, items + 1, size=(batch_size, L))
     wts, wt, wtt = np.zeros_like(wh), rng.integers(1, items + 1, size=batch_size), np.zeros(batch_size, np.int64)
-    tr.rank(tr.model, wh, wts, wt, wtt)
+    tr.ranker.rank(tr.model, wh, wts, wt, wtt)
     tr.replay.add(wh, wts, wt, wtt)  # a full step's shape (new + replayed rows): what the compiled step is built for
     tr.train(wh, wts, wt, wtt)
     if dev.type == "cuda":
@@ -98,7 +98,7 @@ def bench_throughput(events: int, items: int, users: int, device: str, batch_siz
     t1 = time.perf_counter()
     for _ in range(reps):
         if prequential:
-            tr.rank(tr.model, hist, hts, tgt, tts)
+            tr.ranker.rank(tr.model, hist, hts, tgt, tts)
         tr.train(hist, hts, tgt, tts)
     if dev.type == "cuda":
         torch.cuda.synchronize()

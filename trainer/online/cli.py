@@ -66,7 +66,8 @@ def _cmd_registry(args: argparse.Namespace) -> int:
 
 
 def _cmd_index(args: argparse.Namespace) -> int:
-    from t2diff.index import IndexSettings, ensure_lite_server, stop_lite_server
+    from t2diff.index import IndexSettings
+    from t2diff.lite_server import ensure_lite_server, stop_lite_server
 
     s = IndexSettings.load(args.config, key="index")
     if args.index_cmd == "serve":

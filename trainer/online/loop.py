@@ -1,5 +1,5 @@
-"""The stream trainer: poll -> decode -> samples -> prequential scoring -> train (+ replay) -> checkpoint ->
-commit -> publish.
+"""The stream trainer: poll -> decode -> samples -> prequential scoring (``scoring.Ranker``) -> train (+ replay)
+-> checkpoint -> commit -> publish.
 
 Exactly-once training across crashes: the checkpoint (``<work_dir>/state.pt``) holds the model, optimizer,
 catalogue, user histories, replay buffer (with its RNG), recent idempotency keys, prequential sums, the
@@ -31,12 +31,12 @@ from t2diff.index import IndexSettings, ItemIndex
 from t2diff.model import ModelConfig, build_model, load_checkpoint, save_checkpoint
 from t2diff.paths import fsync_path
 from t2diff.registry import ModelRegistry, RegistrySettings
-from trainer.metrics import ranks_from_scores
 from trainer.online import telemetry
 from trainer.online.decoding import Decoded, DecodePool, decode_fields
 from trainer.online.growth import add_cold_items, cold_tag_lookup, grow_seeded
 from trainer.online.prequential import Prequential
 from trainer.online.publish import Publisher
+from trainer.online.scoring import Ranker, host_tensor
 from trainer.online.settings import OnlineTrainerSettings
 from trainer.online.state import RecentKeys, ReplayBuffer, UserHistories
 from trainer.optim import adam, clip_per_parameter
@@ -116,7 +116,7 @@ class StreamTrainer:
         self.catalog = catalog
         self.opt = adam(self.model.parameters(), self.s.lr, self.device)
         self._pending_scores: list[tuple[list, Any, Any]] = []  # (meta, ranks getter, frozen ranks getter)
-        self._scorers: dict[int, Any] = {}  # id(model) -> (weights key, GraphedEncoder): CUDA scoring graphs
+        self.ranker = Ranker(self.device, self.s.seed, self.s.eval_num_steps, self.s.fast_scoring)
         self._nonfinite = torch.zeros((), dtype=torch.bool, device=self.device)  # any non-finite loss since the last check
         L = self.model.cfg.seq_len
         self.hist = UserHistories(L)
@@ -272,8 +272,9 @@ class StreamTrainer:
             return 0
         hist, hts, target, tts = hist[:b], hts[:b], target[:b], tts[:b]
         if self.s.prequential:  # scored before training on them; read back after the next poll (no stall)
-            ranks = self.rank_async(self.model, hist, hts, target, tts)
-            fr = self.rank_async(self.frozen, hist, hts, target, tts) if self.frozen is not None else None
+            step = self.stats["steps"]
+            ranks = self.ranker.rank_async(self.model, hist, hts, target, tts, step)
+            fr = None if self.frozen is None else self.ranker.rank_async(self.frozen, hist, hts, target, tts, step)
             self._pending_scores.append((meta, ranks, fr))
         self.train(hist, hts, target, tts)
         self.replay.add(hist, hts, target, tts)
@@ -283,74 +284,11 @@ class StreamTrainer:
         self._since_pub += b
         return b
 
-    def rank(self, model: torch.nn.Module, hist: np.ndarray, hts: np.ndarray, target: np.ndarray,
-             tts: np.ndarray, chunk: int = 4096) -> np.ndarray:
-        """Full-catalogue rank of each target under ``model`` (before any training on these samples)."""
-        return self.rank_async(model, hist, hts, target, tts, chunk)()
-
-    @torch.no_grad()
-    def rank_async(self, model: torch.nn.Module, hist: np.ndarray, hts: np.ndarray, target: np.ndarray,
-                   tts: np.ndarray, chunk: int = 4096):
-        """``rank`` without waiting: enqueues the scoring and a copy of the ranks to pinned host memory, and
-        returns a callable that waits for that copy only (not for the training steps queued after it)."""
-        was = model.training
-        model.eval()
-        dev = self.device
-        e_i = model.encode_items()  # (N+1, D)
-        gen = torch.Generator(device=dev).manual_seed(self.s.seed + self.stats["steps"])
-        scorer = self._scorer(model, chunk)
-        out = []
-        for s in range(0, len(target), chunk):
-            # host tensors in: the model range-checks them on the host and copies them over (no device sync)
-            h, ht = self._host(hist[s:s + chunk]), self._host(hts[s:s + chunk])
-            now = self._host(tts[s:s + chunk])
-            if scorer is not None:
-                e_u = scorer(h, ht, now.to(dev, non_blocking=True))  # (B, D); noise from the default CUDA generator
-            else:
-                e_u = model.encode_users(h, ht, now_ts=now.to(dev, non_blocking=True), generator=gen,
-                                         num_steps=self.s.eval_num_steps)  # (B, D)
-            t = self._host(target[s:s + chunk]).to(dev, non_blocking=True)
-            out.append(ranks_from_scores(e_u @ e_i.T, t))
-        model.train(was)
-        ranks = torch.cat(out)
-        if dev.type != "cuda":
-            return ranks.numpy
-        host = torch.empty(ranks.shape, dtype=ranks.dtype, pin_memory=True)
-        host.copy_(ranks, non_blocking=True)
-        done = torch.cuda.Event()
-        done.record()
-        return lambda: (done.synchronize(), host.numpy())[1]
-
-    def _host(self, a: np.ndarray) -> torch.Tensor:
-        """A host tensor for a device copy. On CUDA it is pinned: a non_blocking copy from pageable memory still
-        waits for the GPU queue to reach it (the driver stages it), which made host and GPU take turns every step;
-        from pinned memory it is a true async DMA (the caching host allocator keeps the buffer until it is done)."""
-        t = torch.from_numpy(a)
-        return t.pin_memory() if self.device.type == "cuda" else t
-
     def flush_scores(self) -> None:
         """Hand the scores of earlier polls to the prequential accumulator, in order."""
         while self._pending_scores:
             meta, ranks, fr = self._pending_scores.pop(0)
             self.preq.add(meta, ranks(), fr() if fr is not None else None)
-
-    def _scorer(self, model: torch.nn.Module, chunk: int):
-        """A CUDA-graphed (and torch.compile'd) encoder for ``model`` on CUDA with ``fast_scoring``, else None.
-
-        The graph reads the parameters in place, so optimizer steps are seen without recapture; it is rebuilt
-        when a parameter is replaced (cold items grow the embedding table)."""
-        if self.device.type != "cuda" or not self.s.fast_scoring or getattr(model, "diffusion", None) is None:
-            return None
-        from t2diff.model.graphed import GraphedEncoder
-
-        key = tuple(p.data_ptr() for p in model.parameters())
-        cached = self._scorers.get(id(model))
-        if cached is None or cached[0] != key:
-            was = model.training
-            enc = GraphedEncoder(model, batch_size=chunk, num_steps=self.s.eval_num_steps, compile=True)
-            model.train(was)
-            self._scorers[id(model)] = cached = (key, enc)
-        return cached[1]
 
     def train(self, hist: np.ndarray, hts: np.ndarray, target: np.ndarray, tts: np.ndarray) -> None:
         """Optimisation steps over new samples (+ replayed ones). No host sync: the GPU runs a step while the
@@ -368,7 +306,7 @@ class StreamTrainer:
             rep = self.replay.sample(n_rep)
             if rep is not None:
                 parts.append(rep)
-            batch = {k: self._host(np.concatenate([p[k] for p in parts])) for k in parts[0]}  # host tensors
+            batch = {k: host_tensor(np.concatenate([p[k] for p in parts]), self.device) for k in parts[0]}
             compiled = self._loss_fn is not None and len(batch["target"]) == full
             if compiled:  # other shapes (the first steps, before the replay buffer fills) run eagerly
                 torch.compiler.cudagraph_mark_step_begin()  # a new training iteration for the graph trees
