@@ -45,3 +45,26 @@ def test_chunks_give_the_same_ranks_for_a_deterministic_tower():
     whole = r.rank(model, hist, hts, target, tts)
     assert r.rank(model, hist, hts, target, tts, chunk=4).tolist() == whole.tolist()
     assert whole.min() >= 1 and whole.max() <= cat.num_items
+
+
+def test_the_cuda_graph_is_kept_across_steps_and_rebuilt_when_a_parameter_is_replaced(monkeypatch):
+    """The graph reads parameters in place, so optimizer steps need no recapture; a grown embedding table is a new
+    parameter, so it must be captured again. Checked without a GPU: the graph class is replaced by a recorder."""
+    import t2diff.model.graphed as graphed
+
+    built = []
+    monkeypatch.setattr(graphed, "GraphedEncoder", lambda model, **kw: built.append((model, kw)) or len(built))
+    cat = synthetic_catalog(30, num_tags=5)
+    model = build_model(tiny_config(cat, seq_len=12), torch.from_numpy(cat.tags))
+    r = Ranker(torch.device("cuda"), seed=0, num_steps=10, fast=True)  # a device object only: nothing runs on it
+    assert r._graphed(model, 64) == 1 and r._graphed(model, 64) == 1
+    with torch.no_grad():
+        next(model.parameters()).add_(1.0)  # an optimizer step: same storage
+    assert r._graphed(model, 64) == 1
+    model.items.id_weight = torch.nn.Parameter(model.items.id_weight.detach().clone())  # replaced, as a grown one is
+    assert r._graphed(model, 64) == 2
+    assert built[-1][1] == {"batch_size": 64, "num_steps": 10, "compile": True}
+    assert Ranker(torch.device("cuda"), 0, 10, fast=False)._graphed(model, 64) is None  # fast scoring off
+    assert Ranker(torch.device("cpu"), 0, 10, fast=True)._graphed(model, 64) is None
+    sasrec = build_model(tiny_config(cat, arch="sasrec", seq_len=12), torch.from_numpy(cat.tags))
+    assert r._graphed(sasrec, 64) is None and len(built) == 2  # no reverse process to graph
