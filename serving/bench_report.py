@@ -33,7 +33,8 @@ def markdown(res: dict[str, Any], command: str) -> str:
               "over 15 ms, from its handler's start); garbage collections during the phase in the ingress process "
               "and in the load generator (its collector "
               f"{'on' if res.get('loadgen_gc') else 'off while requests are out'}): count / total ms paused:"]
-    for p in res["phases"] + ([res["swap"]] if res.get("swap") else []):
+    timed = res["phases"] + ([res["swap"]] if res.get("swap") else [])  # every phase with latencies, swap last
+    for p in timed:
         if "p99_ms_by_10s" in p:
             gcs = ""
             if "server_gc" in p:
@@ -44,8 +45,7 @@ def markdown(res: dict[str, Any], command: str) -> str:
             server = f" ({p['server_over_15ms']} by the ingress)" if "server_over_15ms" in p else ""
             lines.append(f"{p.get('phase', p['source'])} {p['rate']:.0f} rps: {p['p99_ms_by_10s']}, "
                          f"{p['over_15ms']} over 15 ms{server}{gcs}  ")
-    worst = [(p, w) for p in res["phases"] + ([res["swap"]] if res.get("swap") else [])
-             for w in p.get("worst_seconds", [])]
+    worst = [(p, w) for p in timed for w in p.get("worst_seconds", [])]
     if worst:
         lines += ["", "Seconds with the most requests over 15 ms, with the CPU ms each process role used in that "
                   "second (serving/cputrace.py; the phase's median second in brackets; steal = time the VM's host "

@@ -1,4 +1,4 @@
-"""Loopback networking helpers shared by the local servers this project starts (Milvus Lite, Ray Serve, Feast)."""
+"""Loopback networking helpers for the local servers this project starts (Milvus Lite, Ray Serve's HTTP port)."""
 from __future__ import annotations
 
 import contextlib

@@ -97,7 +97,8 @@ class RunSpec:
 def _structure_spec(group: str, label: str, arch: str, structure: dict[str, Any], seed: int) -> RunSpec:
     """One KuaiRand run of ``arch`` at its TUNED (lr, dropout) with ``structure`` (ModelConfig fields, "extra")."""
     lr, d = TUNED["kuairand"][arch]
-    return RunSpec(group, label, "kuairand", arch, seed=seed, model={"dropout": d, **copy.deepcopy(structure)}, train={"lr": lr})
+    return RunSpec(group, label, "kuairand", arch, seed=seed, model={"dropout": d, **copy.deepcopy(structure)},
+                   train={"lr": lr})
 
 
 def _tune_specs(group: str, dataset: str, archs: list[str], lrs: tuple[float, ...], seed: int,
