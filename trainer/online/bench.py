@@ -231,17 +231,10 @@ def bench_prequential(pretrain_days: float, epochs: int, device: str, arch: str,
     from trainer.online.state import UserHistories
 
     hist = UserHistories(cfg.seq_len)
-    n_head = int(head.sum())
-    H = np.zeros((n_head, cfg.seq_len), dtype=np.int64)  # (B, L) left-padded, as the stream trainer builds them
-    HT = np.zeros((n_head, cfg.seq_len), dtype=np.int64)
-    tg, tt = [], []
-    for uu, ii, t in zip(u[head].tolist(), it[head].tolist(), ts[head].tolist()):
-        idx = cat.index(ii)
-        if hist.write_and_append(uu, idx, t, H[len(tg)], HT[len(tg)], min_len=1) >= 1:
-            tg.append(idx)
-            tt.append(t)
-    H, HT = H[:len(tg)], HT[:len(tg)]
-    T, TT = np.asarray(tg), np.asarray(tt)
+    idx = cat.indices(it[head])
+    H, HT, lens = hist.step(u[head], idx, ts[head])  # (B, L) left-padded, as the stream trainer builds them
+    keep = lens >= 1
+    H, HT, T, TT = H[keep], HT[keep], idx[keep], ts[head][keep]
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)  # official KuaiRand lr; `lr` is the stream's
     t0 = time.time()
     g = np.random.default_rng(seed)

@@ -247,32 +247,26 @@ class StreamTrainer:
             telemetry.COLD_ITEMS.inc(len(new))
             telemetry.CATALOG.set(self.catalog.num_items)
 
-        L = self.hist.seq_len
-        hist = np.zeros((len(pos), L), dtype=np.int64)  # (B, L) left-padded, most recent last
-        hts = np.zeros((len(pos), L), dtype=np.int64)
-        target = np.zeros(len(pos), dtype=np.int64)
-        tts = np.zeros(len(pos), dtype=np.int64)
-        meta: list[dict[str, Any]] = []
-        b = 0
-        index_of, write_and_append, min_h = self.catalog.index, self.hist.write_and_append, self.s.min_history
-        fresh, step, max_ts = self._pending_fresh, self.stats["steps"], self.stats["max_event_ts_ms"]
-        for r, ev in pos:
-            idx = index_of(ev.item_id)
-            # the user's history before this event becomes row b (kept only if long enough), then the event joins it
-            if write_and_append(ev.user_id, idx, ev.ts_ms, hist[b], hts[b], min_h) >= min_h:
-                target[b], tts[b] = idx, ev.ts_ms
-                meta.append({"p": r.partition, "o": r.offset, "u": ev.user_id, "i": ev.item_id, "ts": ev.ts_ms,
-                             "step": step})
-                b += 1
-            fresh.append(r.timestamp_ms)  # in the next version (as history or as a sample)
-            if ev.ts_ms > max_ts:
-                max_ts = ev.ts_ms
-        self.stats["max_event_ts_ms"] = max_ts
+        recs, evs = zip(*pos)
+        users = np.fromiter((ev.user_id for ev in evs), dtype=np.int64, count=len(evs))
+        ts = np.fromiter((ev.ts_ms for ev in evs), dtype=np.int64, count=len(evs))
+        idx = self.catalog.indices([ev.item_id for ev in evs])
+        # each event's history before it (earlier events of this poll included) becomes its sample row, kept only if
+        # long enough; then the event joins the history (UserHistories.step, vectorised over the poll)
+        hist, hts, lens = self.hist.step(users, idx, ts)  # (B, L), (B, L), (B,)
+        self._pending_fresh.extend(r.timestamp_ms for r in recs)  # in the next version (as history or as a sample)
+        self.stats["max_event_ts_ms"] = max(self.stats["max_event_ts_ms"], int(ts.max()))
+        keep = np.flatnonzero(lens >= self.s.min_history)
+        b = len(keep)
         if b == 0:
             return 0
-        hist, hts, target, tts = hist[:b], hts[:b], target[:b], tts[:b]
+        if b < len(lens):
+            hist, hts = hist[keep], hts[keep]
+        target, tts = idx[keep], ts[keep]
         if self.s.prequential:  # scored before training on them; read back after the next poll (no stall)
             step = self.stats["steps"]
+            meta = [{"p": recs[j].partition, "o": recs[j].offset, "u": evs[j].user_id, "i": evs[j].item_id,
+                     "ts": evs[j].ts_ms, "step": step} for j in keep.tolist()]
             ranks = self.ranker.rank_async(self.model, hist, hts, target, tts, step)
             fr = None if self.frozen is None else self.ranker.rank_async(self.frozen, hist, hts, target, tts, step)
             self._pending_scores.append((meta, ranks, fr))

@@ -11,68 +11,115 @@ import numpy as np
 
 
 class UserHistories:
-    """Last ``seq_len`` positives (model item index, event ts ms) per raw user id, oldest first."""
+    """Last ``seq_len`` positives (model item index, event ts ms) per raw user id, oldest first.
 
-    def __init__(self, seq_len: int) -> None:
+    Stored as one row per user in (capacity, L) arrays, left-padded with zeros, so a poll's events are applied
+    with a handful of numpy operations (:meth:`step`) instead of a Python step per event: at 16k events a poll
+    that was ~3.6 µs an event on the 2-core VM, now ~0.8. A user costs 2·L·8 bytes (800 at L = 50) whether their
+    history is full or not; a dict of Python lists cost ~3.6 KB for a full one."""
+
+    def __init__(self, seq_len: int, capacity: int = 1024) -> None:
         self.seq_len = seq_len
-        self._items: dict[int, list[int]] = {}
-        self._ts: dict[int, list[int]] = {}
+        self._slot: dict[int, int] = {}  # raw user id -> row
+        self._users = np.zeros(capacity, dtype=np.int64)  # (C,) raw user id of each row
+        self._lens = np.zeros(capacity, dtype=np.int64)  # (C,) items in each row's window
+        self._items = np.zeros((capacity, seq_len), dtype=np.int64)  # (C, L) left-padded, most recent last
+        self._ts = np.zeros((capacity, seq_len), dtype=np.int64)  # (C, L)
 
     def __len__(self) -> int:
-        return len(self._items)
+        return len(self._slot)
 
     def window(self, user: int) -> tuple[list[int], list[int]]:
-        return self._items.get(user, []), self._ts.get(user, [])
+        r = self._slot.get(int(user))
+        if r is None:
+            return [], []
+        n = int(self._lens[r])
+        return self._items[r, self.seq_len - n:].tolist(), self._ts[r, self.seq_len - n:].tolist()
 
     def append(self, user: int, item: int, ts_ms: int) -> None:
-        self.write_and_append(user, item, ts_ms)
+        self.step(np.array([user]), np.array([item]), np.array([ts_ms]))
 
-    def write_and_append(self, user: int, item: int, ts_ms: int, row_items: np.ndarray | None = None,
-                         row_ts: np.ndarray | None = None, min_len: int = 0) -> int:
-        """The trainer's per-event step in one lookup: write the user's window *before* this event, left-padded,
-        into ``row_items`` / ``row_ts`` (zeros, length seq_len; None = do not write) when it has >= ``min_len``
-        items, then append the event. Returns that window's length."""
-        it = self._items.get(user)
-        if it is None:
-            it, ts = self._items[user], self._ts[user] = [], []
-        else:
-            ts = self._ts[user]
-        n = len(it)
-        if row_items is not None and n and n >= min_len:
-            row_items[-n:] = it
-            row_ts[-n:] = ts
-        it.append(item)
-        ts.append(ts_ms)
-        if n >= self.seq_len:
-            del it[0], ts[0]
-        return n
+    def _rows(self, users: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Rows of the distinct users (new users get new rows) and each event's index into them."""
+        uniq, inv = np.unique(users, return_inverse=True)
+        get = self._slot.get
+        rows = np.fromiter((get(u, -1) for u in uniq.tolist()), dtype=np.int64, count=len(uniq))
+        new = np.flatnonzero(rows < 0)
+        if len(new):
+            n0 = len(self._slot)
+            n1 = n0 + len(new)
+            if n1 > len(self._users):  # grow by doubling: amortised O(1) a user
+                self._resize(max(n1, 2 * len(self._users)))
+            rows[new] = np.arange(n0, n1)
+            self._users[n0:n1] = uniq[new]
+            self._slot.update(zip(uniq[new].tolist(), range(n0, n1)))
+        return rows, inv.reshape(-1)
 
-    def fill(self, rows: list[tuple[list[int], list[int]]]) -> tuple[np.ndarray, np.ndarray]:
-        """Left-padded (B, L) item and ts arrays from ``window`` snapshots (most recent last)."""
-        L = self.seq_len
-        hist = np.zeros((len(rows), L), dtype=np.int64)
-        hts = np.zeros((len(rows), L), dtype=np.int64)
-        for r, (it, ts) in enumerate(rows):
-            n = len(it)
-            if n:
-                hist[r, L - n:] = it
-                hts[r, L - n:] = ts
-        return hist, hts
+    def _resize(self, capacity: int) -> None:
+        n = len(self._slot)
+        for name in ("_users", "_lens", "_items", "_ts"):
+            old = getattr(self, name)
+            new = np.zeros((capacity,) + old.shape[1:], dtype=old.dtype)
+            new[:n] = old[:n]
+            setattr(self, name, new)
+
+    def step(self, users: np.ndarray, items: np.ndarray, ts_ms: np.ndarray
+             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Apply events in order: each event's window is the user's history *before* it (earlier events of the same
+        poll included), then the event joins the history. Returns (hist (B, L), hist_ts (B, L), lens (B,)), rows
+        left-padded with zeros, most recent last; ``lens`` is each window's item count (<= L).
+
+        How: per distinct user, one flat block [stored window (L) | this poll's events (c)], blocks in user order;
+        event j, the k-th of its user in this poll, sees the L entries starting k into its block, and the user's
+        new window is the L entries starting c into it. Both are row reads of a sliding-window view."""
+        users = np.asarray(users, dtype=np.int64).reshape(-1)
+        items = np.asarray(items, dtype=np.int64).reshape(-1)
+        ts_ms = np.asarray(ts_ms, dtype=np.int64).reshape(-1)
+        L, m = self.seq_len, len(users)
+        if m == 0:
+            return np.zeros((0, L), np.int64), np.zeros((0, L), np.int64), np.zeros(0, np.int64)
+        rows, inv = self._rows(users)  # (U,), (B,)
+        U = len(rows)
+        cnt = np.bincount(inv, minlength=U)  # (U,) events of each user in this poll
+        first = np.cumsum(cnt) - cnt  # (U,) position of each user's first event in user order
+        order = np.argsort(inv, kind="stable")  # events grouped by user, poll order kept within a user
+        k = np.empty(m, dtype=np.int64)
+        k[order] = np.arange(m) - np.repeat(first, cnt)  # (B,) rank of each event among its user's
+        base = np.arange(U) * L + first  # (U,) start of each user's block
+        at = base[inv] + L + k  # (B,) flat position of each event
+        is_event = np.zeros(U * L + m, dtype=bool)
+        is_event[at] = True
+        flat_i, flat_t = np.empty(U * L + m, np.int64), np.empty(U * L + m, np.int64)
+        stored = ~is_event  # the stored windows, in block order (row-major order of _items[rows])
+        flat_i[stored], flat_t[stored] = self._items[rows].reshape(-1), self._ts[rows].reshape(-1)
+        flat_i[at], flat_t[at] = items, ts_ms
+        win_i = np.lib.stride_tricks.sliding_window_view(flat_i, L)  # (U*L+m-L+1, L) views, no copy
+        win_t = np.lib.stride_tricks.sliding_window_view(flat_t, L)
+        lens = np.minimum(self._lens[rows][inv] + k, L)
+        hist, hist_ts = win_i[base[inv] + k], win_t[base[inv] + k]  # (B, L) copies
+        self._items[rows], self._ts[rows] = win_i[base + cnt], win_t[base + cnt]
+        self._lens[rows] = np.minimum(self._lens[rows] + cnt, L)
+        return hist, hist_ts, lens
 
     def state_dict(self) -> dict[str, Any]:
-        users = np.fromiter(self._items.keys(), dtype=np.int64, count=len(self._items))
-        lens = np.fromiter((len(v) for v in self._items.values()), dtype=np.int64, count=len(self._items))
-        items = np.fromiter((x for v in self._items.values() for x in v), dtype=np.int64, count=int(lens.sum()))
-        ts = np.fromiter((x for v in self._ts.values() for x in v), dtype=np.int64, count=int(lens.sum()))
-        return {"seq_len": self.seq_len, "users": users, "lens": lens, "items": items, "ts": ts}
+        n, L = len(self._slot), self.seq_len
+        lens = self._lens[:n].copy()
+        keep = np.arange(L) >= (L - lens)[:, None]  # (n, L) the filled part of each row, oldest first
+        return {"seq_len": L, "users": self._users[:n].copy(), "lens": lens, "items": self._items[:n][keep],
+                "ts": self._ts[:n][keep]}
 
     def load_state_dict(self, d: dict[str, Any]) -> None:
-        self.seq_len = int(d["seq_len"])
-        ends = np.cumsum(d["lens"])
-        starts = ends - d["lens"]
-        items, ts = d["items"].tolist(), d["ts"].tolist()
-        self._items = {int(u): items[s:e] for u, s, e in zip(d["users"].tolist(), starts.tolist(), ends.tolist())}
-        self._ts = {int(u): ts[s:e] for u, s, e in zip(d["users"].tolist(), starts.tolist(), ends.tolist())}
+        L = self.seq_len = int(d["seq_len"])
+        users, lens = np.asarray(d["users"], np.int64), np.asarray(d["lens"], np.int64)
+        n = len(users)
+        self._slot = {}
+        self._users = np.zeros(max(n, 1024), np.int64)
+        self._lens, self._items, self._ts = np.zeros_like(self._users), np.zeros((len(self._users), L), np.int64), \
+            np.zeros((len(self._users), L), np.int64)
+        self._users[:n], self._lens[:n] = users, lens
+        keep = np.arange(L) >= (L - lens)[:, None]
+        self._items[:n][keep], self._ts[:n][keep] = d["items"], d["ts"]
+        self._slot = dict(zip(users.tolist(), range(n)))
 
 
 class ReplayBuffer:

@@ -4,7 +4,7 @@ import torch
 from prometheus_client import REGISTRY
 
 from streaming.deadletter import read_dead_letters
-from streaming.events import encode
+from streaming.events import EventType, decode, encode
 from t2diff.registry import ModelRegistry
 from trainer.online.loop import SCORE_LOG, StreamTrainer
 from trainer.online.prequential import read_score_log, recompute
@@ -144,3 +144,43 @@ def test_publisher_remembers_a_failed_last_publish(stack):
     assert pub.submit(*args) and pub.last_failed and pub.failures == 1
     pub.index = None  # the index is back (here: not used)
     assert pub.submit(*args) and not pub.last_failed and len(pub.history) == 1
+
+
+def test_training_samples_are_each_events_history_before_it(stack):
+    """What the trainer trains on, poll by poll, equals a per-event replay of the records it applied: the user's
+    last seq_len positives before the event (earlier events of the same poll included), left-padded, kept only with
+    >= min_history of them; non-positive events and duplicates never enter a history."""
+    cat, el, st = stack["catalog"], stack["log"], stack["stream"]
+    evs = synthetic_events(700, 6, cat.raw_ids, seed=3)  # 6 users: each repeats many times within a poll
+    for j in range(0, len(evs), 7):
+        evs[j] = evs[j].model_copy(update={"event_type": EventType.impression})  # not a positive
+    produce(el, st.topic, evs + [evs[11]])  # a duplicate at the end
+    s = stack["settings"].model_copy(update={"min_history": 3, "prequential": False, "publish_index": False,
+                                              "publish_on_exit": False})
+    tr = StreamTrainer(s, st, stack["registry"], event_log=el, init=(stack["model"], cat))
+    applied, trained = [], []
+    process, train = tr.process, tr.train
+    tr.process = lambda recs, decoded=None: (applied.extend(recs), process(recs, decoded))[1]
+    tr.train = lambda *a: (trained.append([x.copy() for x in a]), train(*a))[1]
+    try:
+        tr.run()
+    finally:
+        tr.close()
+    L, seen, hist, want = tr.hist.seq_len, set(), {}, []
+    for r in applied:
+        ev = decode(r.value)
+        if ev.idempotency_key in seen or ev.event_type.value not in s.positive_types:
+            seen.add(ev.idempotency_key)
+            continue
+        seen.add(ev.idempotency_key)
+        it, ts = hist.setdefault(ev.user_id, ([], []))
+        if len(it) >= 3:
+            pad = [0] * (L - len(it))
+            want.append((pad + it, pad + ts, cat.index(ev.item_id), ev.ts_ms))
+        it.append(cat.index(ev.item_id)), ts.append(ev.ts_ms)
+        del it[:-L], ts[:-L]
+    got = [np.concatenate(x) for x in zip(*trained)]
+    assert len(applied) == len(evs) + 1 and len(want) > 400 and len(got[2]) == len(want)
+    assert got[0].tolist() == [w[0] for w in want] and got[1].tolist() == [w[1] for w in want]
+    assert got[2].tolist() == [w[2] for w in want] and got[3].tolist() == [w[3] for w in want]
+    assert all(tr.hist.window(u) == h for u, h in hist.items())

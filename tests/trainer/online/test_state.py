@@ -8,12 +8,23 @@ def test_histories_window_and_round_trip():
     for i in range(5):
         h.append(7, i + 1, 100 + i)
     h.append(8, 9, 50)
-    assert h.window(7) == ([3, 4, 5], [102, 103, 104])
-    hist, ts = h.fill([h.window(8), h.window(7), h.window(99)])
-    assert hist.tolist() == [[0, 0, 9], [3, 4, 5], [0, 0, 0]] and ts[0].tolist() == [0, 0, 50]
+    assert h.window(7) == ([3, 4, 5], [102, 103, 104]) and h.window(8) == ([9], [50]) and h.window(99) == ([], [])
     h2 = UserHistories(1)
     h2.load_state_dict(h.state_dict())
     assert h2.window(7) == h.window(7) and h2.window(8) == h.window(8) and len(h2) == 2
+
+
+def test_histories_load_the_checkpoint_layout():
+    """The checkpoint layout (users, lens, items and ts flattened oldest first) is what earlier trainers wrote."""
+    h = UserHistories(3)
+    h.load_state_dict({"seq_len": 3, "users": np.array([5, 9]), "lens": np.array([2, 3]),
+                       "items": np.array([1, 2, 7, 8, 9]), "ts": np.array([10, 20, 70, 80, 90])})
+    assert h.window(5) == ([1, 2], [10, 20]) and h.window(9) == ([7, 8, 9], [70, 80, 90])
+    hist, ts, lens = h.step(np.array([5]), np.array([3]), np.array([30]))
+    assert hist.tolist() == [[0, 1, 2]] and ts.tolist() == [[0, 10, 20]] and lens.tolist() == [2]
+    d = h.state_dict()
+    assert d["users"].tolist() == [5, 9] and d["lens"].tolist() == [3, 3]
+    assert d["items"].tolist() == [1, 2, 3, 7, 8, 9] and d["ts"].tolist() == [10, 20, 30, 70, 80, 90]
 
 
 def test_replay_ring_and_rng_state():
@@ -37,14 +48,40 @@ def test_recent_keys_bounded():
     assert k2.seen("a") and k2.seen("c")
 
 
-def test_write_and_append_writes_the_window_before_the_event():
+def test_step_gives_each_event_the_window_before_it():
     h = UserHistories(3)
-    rows, ts = np.zeros((5, 3), dtype=np.int64), np.zeros((5, 3), dtype=np.int64)
-    assert h.write_and_append(7, 1, 101, rows[0], ts[0]) == 0 and not rows[0].any()  # empty history: row untouched
-    assert h.write_and_append(7, 2, 102, rows[1], ts[1]) == 1 and rows[1].tolist() == [0, 0, 1]
-    h.write_and_append(7, 3, 103, rows[2], ts[2])
-    assert h.write_and_append(7, 4, 104, rows[3], ts[3]) == 3 and rows[3].tolist() == [1, 2, 3]
-    assert ts[3].tolist() == [101, 102, 103] and h.window(7) == ([2, 3, 4], [102, 103, 104])  # capped at seq_len
-    assert h.write_and_append(8, 5, 105, rows[4], ts[4], min_len=1) == 0 and not rows[4].any()
-    h.write_and_append(8, 6, 106, rows[4], ts[4], min_len=2)  # 1 item < min_len: not written
-    assert not rows[4].any() and h.window(8) == ([5, 6], [105, 106])
+    # user 7 four times in one poll (the window slides past seq_len inside the poll), user 8 between them
+    hist, ts, lens = h.step(np.array([7, 7, 8, 7, 7, 8]), np.array([1, 2, 5, 3, 4, 6]),
+                            np.array([101, 102, 105, 103, 104, 106]))
+    assert lens.tolist() == [0, 1, 0, 2, 3, 1]
+    assert hist.tolist() == [[0, 0, 0], [0, 0, 1], [0, 0, 0], [0, 1, 2], [1, 2, 3], [0, 0, 5]]
+    assert ts[4].tolist() == [101, 102, 103] and ts[5].tolist() == [0, 0, 105]
+    assert h.window(7) == ([2, 3, 4], [102, 103, 104]) and h.window(8) == ([5, 6], [105, 106])  # capped at seq_len
+    hist, _, lens = h.step(np.array([8]), np.array([9]), np.array([109]))  # the next poll sees the stored window
+    assert hist.tolist() == [[0, 5, 6]] and lens.tolist() == [2]
+    empty = h.step(np.array([], dtype=np.int64), np.array([]), np.array([]))
+    assert [x.shape for x in empty] == [(0, 3), (0, 3), (0,)]
+
+
+def test_step_matches_a_per_event_reference_across_polls_and_growth():
+    """Random polls with repeated users, more users than the initial capacity, a save/load midway: every window
+    equals what a plain per-user list gives, event by event."""
+    L, rng = 4, np.random.default_rng(0)
+    h, ref = UserHistories(L, capacity=2), {}
+    for poll in range(12):
+        m = int(rng.integers(1, 40))
+        users = rng.integers(0, 30, m) * 1_000_003  # sparse raw ids
+        items, ts = rng.integers(1, 50, m), poll * 1000 + np.arange(m)
+        hist, hts, lens = h.step(users, items, ts)
+        for j, (u, i, t) in enumerate(zip(users.tolist(), items.tolist(), ts.tolist())):
+            it, tt = ref.setdefault(u, ([], []))
+            n = len(it)
+            assert lens[j] == n
+            assert hist[j].tolist() == [0] * (L - n) + it and hts[j].tolist() == [0] * (L - n) + tt
+            it.append(i), tt.append(t)
+            del it[:-L], tt[:-L]
+        if poll == 5:
+            h2 = UserHistories(L)
+            h2.load_state_dict(h.state_dict())
+            h = h2
+    assert len(h) == len(ref) and all(h.window(u) == (it, tt) for u, (it, tt) in ref.items())
