@@ -16,7 +16,8 @@ class UserHistories:
     Stored as one row per user in (capacity, L) arrays, left-padded with zeros, so a poll's events are applied
     with a handful of numpy operations (:meth:`step`) instead of a Python step per event: at 16k events a poll
     that was ~3.6 µs an event on the 2-core VM, now ~0.8. A user costs 2·L·8 bytes (800 at L = 50) whether their
-    history is full or not; a dict of Python lists cost ~3.6 KB for a full one."""
+    history is full or not; the dict of Python lists it replaces held ~4.4 KB for a full one (tracemalloc,
+    2,000 users)."""
 
     def __init__(self, seq_len: int, capacity: int = 1024) -> None:
         self.seq_len = seq_len
