@@ -1,5 +1,6 @@
 """cProfile of one end-to-end ``bench trainer throughput`` row: only the timed ``StreamTrainer.run`` (not the event
-production, warm-up or model-only part), in the trainer process (decode workers, if any, are separate processes). Tells where the host time of the streaming trainer goes on a given machine.
+production, warm-up or model-only part), in the trainer process (decode workers, if any, are separate processes).
+Tells where the host time of the streaming trainer goes on a given machine.
 
 ``python benchmarks/scripts/trainer_host_profile.py --device cuda --events 500000 --decode-workers 8``;
 ``--host-only`` replaces the optimisation step with a no-op (the host's own rate, on any machine; its model-only

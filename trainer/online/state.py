@@ -22,10 +22,14 @@ class UserHistories:
     def __init__(self, seq_len: int, capacity: int = 1024) -> None:
         self.seq_len = seq_len
         self._slot: dict[int, int] = {}  # raw user id -> row
+        self._allocate(capacity)
+
+    def _allocate(self, capacity: int) -> None:
+        """Fresh zeroed row arrays for ``capacity`` users (rows are claimed in order: row r < len(self))."""
         self._users = np.zeros(capacity, dtype=np.int64)  # (C,) raw user id of each row
         self._lens = np.zeros(capacity, dtype=np.int64)  # (C,) items in each row's window
-        self._items = np.zeros((capacity, seq_len), dtype=np.int64)  # (C, L) left-padded, most recent last
-        self._ts = np.zeros((capacity, seq_len), dtype=np.int64)  # (C, L)
+        self._items = np.zeros((capacity, self.seq_len), dtype=np.int64)  # (C, L) left-padded, most recent last
+        self._ts = np.zeros((capacity, self.seq_len), dtype=np.int64)  # (C, L)
 
     def __len__(self) -> int:
         return len(self._slot)
@@ -57,12 +61,10 @@ class UserHistories:
         return rows, inv.reshape(-1)
 
     def _resize(self, capacity: int) -> None:
-        n = len(self._slot)
-        for name in ("_users", "_lens", "_items", "_ts"):
-            old = getattr(self, name)
-            new = np.zeros((capacity,) + old.shape[1:], dtype=old.dtype)
-            new[:n] = old[:n]
-            setattr(self, name, new)
+        n, old = len(self._slot), (self._users, self._lens, self._items, self._ts)
+        self._allocate(capacity)
+        for new, o in zip((self._users, self._lens, self._items, self._ts), old):
+            new[:n] = o[:n]
 
     def step(self, users: np.ndarray, items: np.ndarray, ts_ms: np.ndarray
              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -87,7 +89,8 @@ class UserHistories:
         k = np.empty(m, dtype=np.int64)
         k[order] = np.arange(m) - np.repeat(first, cnt)  # (B,) rank of each event among its user's
         base = np.arange(U) * L + first  # (U,) start of each user's block
-        at = base[inv] + L + k  # (B,) flat position of each event
+        start = base[inv] + k  # (B,) where each event's window starts in the flat array
+        at = start + L  # (B,) flat position of each event
         is_event = np.zeros(U * L + m, dtype=bool)
         is_event[at] = True
         flat_i, flat_t = np.empty(U * L + m, np.int64), np.empty(U * L + m, np.int64)
@@ -96,11 +99,11 @@ class UserHistories:
         flat_i[at], flat_t[at] = items, ts_ms
         win_i = np.lib.stride_tricks.sliding_window_view(flat_i, L)  # (U*L+m-L+1, L) views, no copy
         win_t = np.lib.stride_tricks.sliding_window_view(flat_t, L)
-        lens = np.minimum(self._lens[rows][inv] + k, L)
-        hist, hist_ts = win_i[base[inv] + k], win_t[base[inv] + k]  # (B, L) copies
+        stored_lens = self._lens[rows]  # (U,)
+        hist, hist_ts = win_i[start], win_t[start]  # (B, L) copies
         self._items[rows], self._ts[rows] = win_i[base + cnt], win_t[base + cnt]
-        self._lens[rows] = np.minimum(self._lens[rows] + cnt, L)
-        return hist, hist_ts, lens
+        self._lens[rows] = np.minimum(stored_lens + cnt, L)
+        return hist, hist_ts, np.minimum(stored_lens[inv] + k, L)
 
     def state_dict(self) -> dict[str, Any]:
         n, L = len(self._slot), self.seq_len
@@ -113,10 +116,7 @@ class UserHistories:
         L = self.seq_len = int(d["seq_len"])
         users, lens = np.asarray(d["users"], np.int64), np.asarray(d["lens"], np.int64)
         n = len(users)
-        self._slot = {}
-        self._users = np.zeros(max(n, 1024), np.int64)
-        self._lens, self._items, self._ts = np.zeros_like(self._users), np.zeros((len(self._users), L), np.int64), \
-            np.zeros((len(self._users), L), np.int64)
+        self._allocate(max(n, 1024))
         self._users[:n], self._lens[:n] = users, lens
         keep = np.arange(L) >= (L - lens)[:, None]
         self._items[:n][keep], self._ts[:n][keep] = d["items"], d["ts"]
