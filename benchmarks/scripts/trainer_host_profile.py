@@ -4,7 +4,8 @@ Tells where the host time of the streaming trainer goes on a given machine.
 
 ``python benchmarks/scripts/trainer_host_profile.py --device cuda --events 500000 --decode-workers 8``;
 ``--host-only`` replaces the optimisation step with a no-op (the host's own rate, on any machine; its model-only
-figure is then meaningless), ``--no-profile`` times without cProfile's overhead.
+figure is then meaningless), ``--no-profile`` times without cProfile's overhead, ``--prequential --eval-steps 10``
+scores with 10 reverse steps.
 """
 from __future__ import annotations
 
@@ -33,6 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--host-only", action="store_true", help="StreamTrainer.train is a no-op")
     ap.add_argument("--no-profile", action="store_true")
     ap.add_argument("--users", type=int, default=20000)
+    ap.add_argument("--eval-steps", type=int, default=None, help="reverse steps when scoring (default: the model's T)")
     a = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     pr = cProfile.Profile()
@@ -50,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     if a.host_only:
         loop.StreamTrainer.train = lambda self, *args: None
     res = bench_throughput(a.events, 7583, a.users, a.device, 4096, 16384, a.prequential, "t2diff",
-                           Path(tempfile.mkdtemp()), decode_workers=a.decode_workers)
+                           Path(tempfile.mkdtemp()), decode_workers=a.decode_workers, eval_num_steps=a.eval_steps)
     print({k: res[k] for k in ("events", "wall_s", "e2e_events_per_s", "model_only_samples_per_s", "device")})
     for key in () if a.no_profile else ("tottime", "cumulative"):
         s = io.StringIO()

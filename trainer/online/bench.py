@@ -12,6 +12,7 @@ device, wall time and figures measured in that run, beside a baseline measured i
 """
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import platform
@@ -50,7 +51,8 @@ def _pct(x: np.ndarray, q: float) -> float:
 
 # --------------------------------------------------------------------------- throughput
 def bench_throughput(events: int, items: int, users: int, device: str, batch_size: int, poll_max: int,
-                     prequential: bool, arch: str, out: Path, seed: int = 0, decode_workers: int = 0) -> dict[str, Any]:
+                     prequential: bool, arch: str, out: Path, seed: int = 0, decode_workers: int = 0,
+                     eval_num_steps: int | None = None) -> dict[str, Any]:
     from t2diff.model import build_model
     from trainer.online.loop import StreamTrainer, pick_device
     from trainer.online.settings import OnlineTrainerSettings
@@ -69,7 +71,7 @@ def bench_throughput(events: int, items: int, users: int, device: str, batch_siz
                               poll_max=poll_max, idle_exit_s=1.0, prequential=prequential, score_log=prequential,
                               publish_index=False, publish_every_s=1e9, publish_on_exit=False,
                               checkpoint_every_s=30, checkpoint_every_events=10**9, log_every_s=10,
-                              decode_workers=decode_workers)
+                              decode_workers=decode_workers, eval_num_steps=eval_num_steps)
     tr = StreamTrainer(s, st, event_log=el, init=(model, cat))
     dev = pick_device(device)
     # warm-up (CUDA context, kernel selection) outside the timed run, on random samples
@@ -108,7 +110,7 @@ def bench_throughput(events: int, items: int, users: int, device: str, batch_siz
     return {"events": res["records"], "wall_s": wall, "e2e_events_per_s": e2e, "model_only_samples_per_s": model_only,
             "samples": res["stats"]["samples"], "steps": res["stats"]["steps"], "device": device_name(dev),
             "batch_size": batch_size, "poll_max": poll_max, "prequential": prequential, "items": items,
-            "decode_workers": decode_workers,
+            "decode_workers": decode_workers, "eval_steps": tr.ranker.num_steps or model.cfg.diffusion_steps,
             "arch": arch, "replay_ratio": s.replay_ratio}
 
 
@@ -208,7 +210,10 @@ def bench_freshness(seconds: float, rate: float, publish_every_s: float, items: 
 
 # --------------------------------------------------------------------------- prequential on KuaiRand
 def bench_prequential(pretrain_days: float, epochs: int, device: str, arch: str, out: Path, seed: int = 0,
-                      replay_ratio: float = 1.0, lr: float = 3e-3, limit: int | None = None) -> dict[str, Any]:
+                      replay_ratio: float = 1.0, lr: float = 3e-3, limit: int | None = None,
+                      eval_steps: list[int | None] | None = None) -> dict[str, Any]:
+    """Pre-train once, then stream the rest once per scoring step count in ``eval_steps`` (None = the model's
+    T), each from a copy of the same pre-trained model, so the step counts compare in one run."""
     from streaming.events import Event, encode, key_of
     from t2diff.data import load_kuairand
     from t2diff.model import ModelConfig, build_model
@@ -250,35 +255,46 @@ def bench_prequential(pretrain_days: float, epochs: int, device: str, arch: str,
             opt.step()
         log.info("pre-train epoch %d: loss %.3f (%.0fs)", ep, float(loss), time.time() - t0)
     pretrain_s = time.time() - t0
+    model = model.cpu()
+    # each stream starts from the same RNG state (training's dropout and sampling draw from it), so the step
+    # counts differ only in scoring; the first stream is the run this bench made before it took several
+    rng_state = torch.get_rng_state(), (torch.cuda.get_rng_state_all() if dev.type == "cuda" else None)
 
-    root = out / f"prequential-{int(time.time())}"
-    st, el = _stack(root)
     tail_idx = np.flatnonzero(~head)
     if limit:
         tail_idx = tail_idx[:limit]
-    for j in tail_idx.tolist():
-        ev = Event(user_id=int(u[j]), item_id=int(it[j]), event_type="click", ts_ms=int(ts[j]),
-                   idempotency_key=f"kr:{u[j]}:{it[j]}:{ts[j]}:{j}")
-        el.produce(st.topic, key_of(ev), encode(ev))
-    el.flush()
-    s = OnlineTrainerSettings(work_dir=root / "work", device=device, cold_tags="kuairand", batch_size=256,
-                              poll_max=256, idle_exit_s=1.0, compare_frozen=True, eval_ks=[10, 20, 100],
-                              replay_ratio=replay_ratio, lr=lr, publish_index=False, publish_every_s=1e9,
-                              publish_on_exit=False, log_every_s=15, seed=seed)
-    tr = StreamTrainer(s, st, event_log=el, init=(model.cpu(), cat))
-    tr.hist.load_state_dict(hist.state_dict())  # users' context from the pre-training days
-    # the replay buffer starts with the pre-training samples (the most recent ones fit)
-    tr.replay.add(H, HT, T, TT)
-    res = tr.run()
-    score_log = tr.work / "prequential.jsonl"
-    tr.close()
-    el.close()
-    p = res["prequential"]
+    runs = []
+    for n_steps in eval_steps or [None]:
+        root = out / f"prequential-{time.time_ns()}"
+        st, el = _stack(root)
+        for j in tail_idx.tolist():
+            ev = Event(user_id=int(u[j]), item_id=int(it[j]), event_type="click", ts_ms=int(ts[j]),
+                       idempotency_key=f"kr:{u[j]}:{it[j]}:{ts[j]}:{j}")
+            el.produce(st.topic, key_of(ev), encode(ev))
+        el.flush()
+        torch.set_rng_state(rng_state[0])
+        if rng_state[1] is not None:
+            torch.cuda.set_rng_state_all(rng_state[1])
+        s = OnlineTrainerSettings(work_dir=root / "work", device=device, cold_tags="kuairand", batch_size=256,
+                                  poll_max=256, idle_exit_s=1.0, compare_frozen=True, eval_ks=[10, 20, 100],
+                                  replay_ratio=replay_ratio, lr=lr, publish_index=False, publish_every_s=1e9,
+                                  publish_on_exit=False, log_every_s=15, seed=seed, eval_num_steps=n_steps)
+        # a copy per stream: the trainer trains the model it is given in place
+        tr = StreamTrainer(s, st, event_log=el, init=(copy.deepcopy(model), cat))
+        tr.hist.load_state_dict(hist.state_dict())  # users' context from the pre-training days
+        # the replay buffer starts with the pre-training samples (the most recent ones fit)
+        tr.replay.add(H, HT, T, TT)
+        res = tr.run()
+        score_log = tr.work / "prequential.jsonl"
+        tr.close()
+        el.close()
+        p = res["prequential"]
+        runs.append({"eval_steps": n_steps or cfg.diffusion_steps, "scored": p["n"], "online": p["online"],
+                     "frozen": p["frozen"], "stream_wall_s": res["wall_s"],
+                     "cold_items": res["stats"]["cold_items"], "score_log": str(score_log)})
     return {"pretrain_events": int(head.sum()), "pretrain_samples": len(T), "stream_events": len(tail_idx),
-            "scored": p["n"], "online": p["online"], "frozen": p["frozen"], "epochs": epochs,
-            "pretrain_days": pretrain_days, "pretrain_s": pretrain_s, "stream_wall_s": res["wall_s"],
-            "arch": arch, "device": device_name(dev), "replay_ratio": replay_ratio, "lr": lr,
-            "cold_items": res["stats"]["cold_items"], "score_log": str(score_log)}
+            "epochs": epochs, "pretrain_days": pretrain_days, "pretrain_s": pretrain_s, "arch": arch,
+            "device": device_name(dev), "replay_ratio": replay_ratio, "lr": lr, "runs": runs}
 
 
 def plot_prequential(score_log: str | Path, png: str | Path, window: int = 2000, k: int = 20) -> Path:

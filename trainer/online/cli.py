@@ -87,20 +87,25 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else bench.default_out()
     md = Path(args.md)
     what = args.what
+    steps = _eval_steps(args.eval_steps)
     if what == "throughput":
         rows = []
         for pq in ([True, False] if args.both else [not args.no_prequential]):
-            for workers in [int(w) for w in str(args.decode_workers).split(",")]:
-                r = bench.bench_throughput(args.events, args.items, args.users, args.device, args.batch_size,
-                                           args.poll_max, pq, args.arch, out, decode_workers=workers)
-                rows.append(r)
-                print(bench.to_json(r))
-        body = (f"device: {rows[0]['device']}  \n\n| arch | prequential | decode workers | items | events | batch | "
-                "wall s | end-to-end events/s | model-only samples/s |\n|---|---|---|---|---|---|---|---|---|\n")
+            # the step count only matters when scoring; without it one row per worker count
+            for n_steps in (steps if pq else [None]):
+                for workers in [int(w) for w in str(args.decode_workers).split(",")]:
+                    r = bench.bench_throughput(args.events, args.items, args.users, args.device, args.batch_size,
+                                               args.poll_max, pq, args.arch, out, decode_workers=workers,
+                                               eval_num_steps=n_steps)
+                    rows.append(r)
+                    print(bench.to_json(r))
+        body = (f"device: {rows[0]['device']}  \n\n| arch | prequential | scoring steps | decode workers | items | "
+                "events | batch | wall s | end-to-end events/s | model-only samples/s |\n"
+                "|---|---|---|---|---|---|---|---|---|---|\n")
         for r in rows:
-            body += (f"| {r['arch']} | {r['prequential']} | {r['decode_workers']} | {r['items']} | {r['events']} | "
-                     f"{r['batch_size']} | {r['wall_s']:.1f} | {r['e2e_events_per_s']:.0f} | "
-                     f"{r['model_only_samples_per_s']:.0f} |\n")
+            body += (f"| {r['arch']} | {r['prequential']} | {r['eval_steps'] if r['prequential'] else '-'} | "
+                     f"{r['decode_workers']} | {r['items']} | {r['events']} | {r['batch_size']} | {r['wall_s']:.1f} | "
+                     f"{r['e2e_events_per_s']:.0f} | {r['model_only_samples_per_s']:.0f} |\n")
         bench.write_section(md, f"Streaming training throughput ({rows[0]['device']})", body)
     elif what == "index":
         rows = bench.bench_index(args.items, args.dim, args.queries, args.index_types, out)
@@ -123,23 +128,40 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         bench.write_section(md, "Event time -> searchable in Milvus", body)
     else:
         r = bench.bench_prequential(args.pretrain_days, args.epochs, args.device, args.arch, out,
-                                    replay_ratio=args.replay_ratio, limit=args.limit, lr=args.lr)
+                                    replay_ratio=args.replay_ratio, limit=args.limit, lr=args.lr, eval_steps=steps)
         print(bench.to_json(r))
+        first = r["runs"][0]
+        walls = ", ".join(f"{x['stream_wall_s']:.0f}s" for x in r["runs"])
         body = (f"KuaiRand-Pure (tab 1 clicks, users >= 5): pre-trained {r['epochs']} epochs on the first "
                 f"{r['pretrain_days']} days ({r['pretrain_samples']} samples, {r['pretrain_s']:.0f}s), then "
-                f"{r['stream_events']} later events streamed; {r['scored']} positives scored before training; "
-                f"arch {r['arch']}, {r['device']}, replay ratio {r['replay_ratio']}, lr {r['lr']}, {r['cold_items']} cold "
-                f"items, stream wall {r['stream_wall_s']:.0f}s\n\n"
-                "| model | Recall@10 | Recall@20 | Recall@100 | MRR@20 |\n|---|---|---|---|---|\n")
-        for name in ("frozen", "online"):
-            m = r[name]
-            label = "frozen pre-trained model" if name == "frozen" else "incremental trainer"
-            body += (f"| {label} | {m['recall@10']:.4f} | {m['recall@20']:.4f} | {m['recall@100']:.4f} | "
-                     f"{m['mrr@20']:.4f} |\n")
-        png = bench.plot_prequential(r["score_log"], md.with_name("trainer_prequential.png"))
-        body += f"\n![prequential]({png.name})\n"
+                f"{r['stream_events']} later events streamed; {first['scored']} positives scored before training; "
+                f"arch {r['arch']}, {r['device']}, replay ratio {r['replay_ratio']}, lr {r['lr']}, "
+                f"{first['cold_items']} cold items, stream wall {walls}\n\n"
+                "| model | scoring steps | Recall@10 | Recall@20 | Recall@100 | MRR@20 |\n|---|---|---|---|---|---|\n")
+        for x in r["runs"]:
+            for name in ("frozen", "online"):
+                m = x[name]
+                label = "frozen pre-trained model" if name == "frozen" else "incremental trainer"
+                body += (f"| {label} | {x['eval_steps']} | {m['recall@10']:.4f} | {m['recall@20']:.4f} | "
+                         f"{m['recall@100']:.4f} | {m['mrr@20']:.4f} |\n")
+        png = bench.plot_prequential(first["score_log"], md.with_name("trainer_prequential.png"))
+        body += f"\n![prequential]({png.name}) (scoring steps {first['eval_steps']})\n"
         bench.write_section(md, "Prequential Recall on the KuaiRand-Pure replay", body)
     return 0
+
+
+def _eval_steps(text: str) -> list[int | None]:
+    """``--eval-steps 50,10`` -> [50, 10]; "model" (or empty) is the model's own T."""
+    out: list[int | None] = []
+    for part in str(text).split(","):
+        part = part.strip()
+        if part in ("", "model"):
+            out.append(None)
+        elif part.isdigit() and int(part) >= 1:
+            out.append(int(part))
+        else:
+            raise SystemExit(f"--eval-steps: {part!r} is not a positive step count or 'model'")
+    return out
 
 
 def register(groups) -> None:  # noqa: ANN001 -- t2diff.cli.CommandGroups
@@ -188,6 +210,9 @@ def register(groups) -> None:  # noqa: ANN001 -- t2diff.cli.CommandGroups
     b.add_argument("--batch-size", dest="batch_size", type=int, default=1024)
     b.add_argument("--poll-max", dest="poll_max", type=int, default=8192)
     b.add_argument("--no-prequential", action="store_true")
+    b.add_argument("--eval-steps", dest="eval_steps", default="model",
+                   help="throughput, prequential: comma-separated reverse steps when scoring, e.g. model,10 "
+                        "(model = the model's own T)")
     b.add_argument("--both", action="store_true", help="throughput with and without prequential scoring")
     b.add_argument("--decode-workers", dest="decode_workers", default="0",
                    help="throughput: comma-separated decode worker counts to measure, e.g. 0,8 (0 = in process)")

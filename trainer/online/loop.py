@@ -106,6 +106,12 @@ class StreamTrainer:
 
     # ------------------------------------------------------------------ start / resume
     def _setup(self, model: torch.nn.Module, catalog: Catalog) -> None:
+        diffusion = getattr(model, "diffusion", None)
+        n = self.s.eval_num_steps
+        if n is not None and diffusion is not None and n > diffusion.schedule.num_train_timesteps:
+            # checked here, not at the first scored poll: a bad value must stop the trainer before it reads a record
+            raise ValueError(f"online_trainer.eval_num_steps = {n} exceeds the model's diffusion steps "
+                             f"T = {diffusion.schedule.num_train_timesteps}")
         self.model = model.to(self.device).train()
         # On CUDA the eager step is host-bound (~1,000 kernel launches): train through a compiled loss, mode
         # "reduce-overhead" so the compiled step also replays as a CUDA graph (one per batch shape) and the host no

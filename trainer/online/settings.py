@@ -50,7 +50,9 @@ class OnlineTrainerSettings(Section):
 
     prequential: bool = True
     eval_ks: list[int] = Field(default_factory=lambda: [10, 20, 100])
-    eval_num_steps: int | None = None  # reverse diffusion steps when scoring (None = model default)
+    # Reverse diffusion steps when scoring (None = the model's T). Fewer steps cost less per scored event; the
+    # recall they give is measured by `t2diff bench trainer prequential --eval-steps` (benchmarks/trainer.md).
+    eval_num_steps: int | None = Field(None, ge=1)
     compile_train: bool = True  # on CUDA: torch.compile the training loss (fewer, fused kernels; ~1 min to compile)
     fast_scoring: bool = True  # on CUDA: score through a CUDA graph of the torch.compile'd U-Net (t2diff.model.graphed)
     window: int = Field(5_000, ge=1)  # events in the sliding-window figure (beside the cumulative one)

@@ -41,3 +41,29 @@ stream: {{log_dir: {tmp_path / 'log'}}}
     assert main(["registry", "list", "--config", str(cfg)]) == 0
     out = capsys.readouterr().out
     assert "*      1" in out and "       2" in out
+
+
+def test_eval_steps_flag():
+    from trainer.online.cli import _eval_steps
+
+    assert _eval_steps("model,10") == [None, 10] and _eval_steps("5") == [5]
+    for bad in ("0", "ten", "-3"):
+        try:
+            _eval_steps(bad)
+        except SystemExit as e:
+            assert "--eval-steps" in str(e)
+        else:
+            raise AssertionError(f"{bad!r} accepted")
+
+
+def test_throughput_bench_measures_each_scoring_step_count(tmp_path):
+    """`bench trainer throughput --eval-steps model,5`: one scored row per step count, one unscored row."""
+    md = tmp_path / "t.md"
+    rc = main(["bench", "trainer", "throughput", "--device", "cpu", "--threads", "1", "--events", "400", "--items",
+               "40", "--users", "15", "--batch-size", "64", "--poll-max", "200", "--both", "--eval-steps", "model,5",
+               "--out", str(tmp_path / "out"), "--md", str(md)])
+    assert rc == 0
+    rows = [line.split("|")[1:-1] for line in md.read_text().splitlines() if line.startswith("| t2diff")]
+    # arch | prequential | scoring steps | decode workers | items | events | ...
+    assert [(r[1].strip(), r[2].strip()) for r in rows] == [("True", "50"), ("True", "5"), ("False", "-")]
+    assert all(int(r[5]) == 400 and float(r[8]) > 0 for r in rows)

@@ -129,6 +129,28 @@ def test_warm_start_from_offline_checkpoint(stack, tmp_path):
                       stack["registry"], event_log=el)
 
 
+def test_a_scoring_step_count_outside_the_model_stops_the_trainer_at_start(stack, tmp_path):
+    """eval_num_steps must lie in 1..T: 0 fails validation, T + 1 fails before a record is read (not mid-stream)."""
+    import pytest
+    from pydantic import ValidationError
+
+    from trainer.online.settings import OnlineTrainerSettings
+
+    with pytest.raises(ValidationError, match="eval_num_steps"):
+        OnlineTrainerSettings(eval_num_steps=0)
+    T = stack["model"].cfg.diffusion_steps
+    s = stack["settings"].model_copy(update={"eval_num_steps": T + 1, "publish_index": False})
+    with pytest.raises(ValueError, match=f"eval_num_steps = {T + 1} exceeds the model's diffusion steps T = {T}"):
+        StreamTrainer(s, stack["stream"], stack["registry"], event_log=stack["log"],
+                      init=(stack["model"], stack["catalog"]))
+    tr = StreamTrainer(s.model_copy(update={"eval_num_steps": T, "work_dir": tmp_path / "w2"}), stack["stream"],
+                       stack["registry"], event_log=stack["log"], init=(stack["model"], stack["catalog"]))
+    try:
+        assert tr.ranker.num_steps == T
+    finally:
+        tr.close()
+
+
 def test_publisher_remembers_a_failed_last_publish(stack):
     """A failed publish leaves its events trained on but not live: the trainer's exit publishes again."""
     from t2diff.registry import ModelRegistry

@@ -1,5 +1,6 @@
 """The prequential ranker: each target's rank among every real item, from the model's own user and item vectors."""
 import numpy as np
+import pytest
 import torch
 
 from t2diff.model import build_model
@@ -15,7 +16,8 @@ def _samples(n_items: int, B: int = 7, L: int = 12, seed: int = 0):
     return hist, hts, rng.integers(1, n_items + 1, size=B), np.full(B, L * 1000, dtype=np.int64)
 
 
-def test_ranks_count_the_items_scored_above_the_target_and_leave_the_mode_alone():
+@pytest.mark.parametrize("num_steps", [None, 3])
+def test_ranks_count_the_items_scored_above_the_target_and_leave_the_mode_alone(num_steps):
     cat = synthetic_catalog(30, num_tags=5)
     torch.manual_seed(0)
     model = build_model(tiny_config(cat, seq_len=12), torch.from_numpy(cat.tags)).train()
@@ -23,17 +25,23 @@ def test_ranks_count_the_items_scored_above_the_target_and_leave_the_mode_alone(
         for p in model.parameters():
             p.add_(0.3 * torch.randn_like(p))
     hist, hts, target, tts = _samples(cat.num_items)
-    ranks = Ranker(torch.device("cpu"), seed=3, num_steps=None, fast=False).rank(model, hist, hts, target, tts, step=4)
+    ranks = Ranker(torch.device("cpu"), seed=3, num_steps=num_steps, fast=False).rank(model, hist, hts, target, tts,
+                                                                                      step=4)
 
     assert model.training  # scored in eval mode, handed back in train mode
     model.eval()
-    with torch.no_grad():
-        gen = torch.Generator().manual_seed(3 + 4)  # the ranker seeds the reverse process with seed + step
-        e_u = model.encode_users(torch.from_numpy(hist), torch.from_numpy(hts), now_ts=torch.from_numpy(tts),
-                                 generator=gen)  # (B, D)
-        scores = (e_u @ model.encode_items().T).numpy()  # (B, N+1), column 0 = padding
-    expect = [1 + int((row[1:] > row[t]).sum()) for row, t in zip(scores, target)]
-    assert ranks.tolist() == expect and ranks.dtype == np.int64
+
+    def expected(n: int | None) -> list[int]:
+        with torch.no_grad():
+            gen = torch.Generator().manual_seed(3 + 4)  # the ranker seeds the reverse process with seed + step
+            e_u = model.encode_users(torch.from_numpy(hist), torch.from_numpy(hts), now_ts=torch.from_numpy(tts),
+                                     generator=gen, num_steps=n)  # (B, D)
+            scores = (e_u @ model.encode_items().T).numpy()  # (B, N+1), column 0 = padding
+        return [1 + int((row[1:] > row[t]).sum()) for row, t in zip(scores, target)]
+
+    assert ranks.tolist() == expected(num_steps) and ranks.dtype == np.int64
+    # the step count changes the ranks here, so a ranker that ignored it would fail one of the two cases
+    assert expected(None) != expected(3)
 
 
 def test_chunks_give_the_same_ranks_for_a_deterministic_tower():
