@@ -289,7 +289,7 @@ def bench_prequential(pretrain_days: float, epochs: int, device: str, arch: str,
         tr.close()
         el.close()
         p = res["prequential"]
-        runs.append({"eval_steps": n_steps or cfg.diffusion_steps, "scored": p["n"], "online": p["online"],
+        runs.append({"eval_steps": tr.ranker.num_steps or cfg.diffusion_steps, "scored": p["n"], "online": p["online"],
                      "frozen": p["frozen"], "stream_wall_s": res["wall_s"],
                      "cold_items": res["stats"]["cold_items"], "score_log": str(score_log)})
     return {"pretrain_events": int(head.sum()), "pretrain_samples": len(T), "stream_events": len(tail_idx),
