@@ -263,14 +263,17 @@ def bench_prequential(pretrain_days: float, epochs: int, device: str, arch: str,
     tail_idx = np.flatnonzero(~head)
     if limit:
         tail_idx = tail_idx[:limit]
+    records = []  # (key, value) of each streamed event, encoded once for every stream
+    for j in tail_idx.tolist():
+        ev = Event(user_id=int(u[j]), item_id=int(it[j]), event_type="click", ts_ms=int(ts[j]),
+                   idempotency_key=f"kr:{u[j]}:{it[j]}:{ts[j]}:{j}")
+        records.append((key_of(ev), encode(ev)))
     runs = []
     for n_steps in eval_steps or [None]:
         root = out / f"prequential-{time.time_ns()}"
         st, el = _stack(root)
-        for j in tail_idx.tolist():
-            ev = Event(user_id=int(u[j]), item_id=int(it[j]), event_type="click", ts_ms=int(ts[j]),
-                       idempotency_key=f"kr:{u[j]}:{it[j]}:{ts[j]}:{j}")
-            el.produce(st.topic, key_of(ev), encode(ev))
+        for key, value in records:
+            el.produce(st.topic, key, value)
         el.flush()
         torch.set_rng_state(rng_state[0])
         if rng_state[1] is not None:

@@ -1,5 +1,6 @@
 """CLI wiring: config sections, registry list / rollback (index alias + LATEST together)."""
 import numpy as np
+import pytest
 import torch
 
 from t2diff.index import ItemIndex
@@ -48,12 +49,8 @@ def test_eval_steps_flag():
 
     assert _eval_steps("model,10") == [None, 10] and _eval_steps("5") == [5]
     for bad in ("0", "ten", "-3"):
-        try:
+        with pytest.raises(SystemExit, match="--eval-steps"):
             _eval_steps(bad)
-        except SystemExit as e:
-            assert "--eval-steps" in str(e)
-        else:
-            raise AssertionError(f"{bad!r} accepted")
 
 
 def test_throughput_bench_measures_each_scoring_step_count(tmp_path):
