@@ -29,6 +29,8 @@ def client_config(k: KafkaSettings) -> dict[str, Any]:
         "bootstrap_servers": list(k.bootstrap_servers), "client_id": k.client_id,
         "security_protocol": k.security_protocol, "request_timeout_ms": k.request_timeout_ms,
     }
+    if k.api_version:
+        cfg["api_version"] = tuple(int(x) for x in k.api_version.split("."))
     if k.sasl_mechanism:
         cfg["sasl_mechanism"] = k.sasl_mechanism
     if k.sasl_username is not None:
@@ -87,8 +89,10 @@ class KafkaEventLog(EventLog):
 
     def consumer(self, topic: str, group: str, partitions: list[int] | None = None) -> "KafkaLogConsumer":
         k = self.settings.kafka
+        liveness = {name: getattr(k, name) for name in ("session_timeout_ms", "heartbeat_interval_ms")
+                    if getattr(k, name) is not None}
         c = self._consumer_cls(**client_config(k), group_id=group, enable_auto_commit=False,
-                               auto_offset_reset=k.auto_offset_reset)
+                               auto_offset_reset=k.auto_offset_reset, **liveness)
         return KafkaLogConsumer(c, topic, group, partitions)
 
     def close(self) -> None:
@@ -119,6 +123,11 @@ class KafkaLogConsumer(Consumer):
                         client.seek(tp, outer._pending_seeks.pop(tp.partition))
 
         if partitions is None:
+            # The topic's metadata first: a group leader whose client does not know the topic's partitions yet when
+            # it joins assigns nothing, and kafka-python rejoins only at its next metadata refresh (5 min by default)
+            # -- seen over the wire against the tests' mock cluster as a consumer that stayed idle.
+            if not client.partitions_for_topic(topic):
+                raise RuntimeError(f"topic {topic!r} has no partitions (does it exist?)")
             client.subscribe([topic], listener=_Listener())
         else:
             client.assign([self._tp(p) for p in partitions])

@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from t2diff.config import Section
@@ -33,6 +33,20 @@ class KafkaSettings(Section):
     linger_ms: int = Field(5, ge=0)
     auto_offset_reset: Literal["earliest", "latest"] = "earliest"
     request_timeout_ms: int = Field(30_000, gt=0)
+    # Pins the protocol versions kafka-python uses ("2.1": those of Kafka 2.1, which Kafka 4.x still serves) and
+    # skips its ApiVersions probe at connect; None probes the broker. The tests' mock cluster needs it pinned.
+    api_version: str | None = Field(None, pattern=r"^\d+\.\d+(\.\d+)?$")
+    # Consumer group liveness (None: kafka-python's defaults, 45 s / 3 s). A restarted trainer's rejoin waits up to
+    # the session timeout for the members of the last generation; the heartbeat must come well inside it.
+    session_timeout_ms: int | None = Field(None, gt=0)
+    heartbeat_interval_ms: int | None = Field(None, gt=0)
+
+    @model_validator(mode="after")
+    def _heartbeat_inside_session(self) -> "KafkaSettings":
+        hb, st = self.heartbeat_interval_ms or 3_000, self.session_timeout_ms or 45_000
+        if hb >= st:
+            raise ValueError(f"heartbeat_interval_ms ({hb}) must be below session_timeout_ms ({st})")
+        return self
 
     @field_validator("bootstrap_servers")
     @classmethod

@@ -4,11 +4,33 @@ import pytest
 
 from streaming.kafka_log import KafkaEventLog
 from streaming.local_log import LocalEventLog
-from streaming.settings import StreamSettings
+from streaming.settings import KafkaSettings, StreamSettings
 
 from .fake_kafka import FakeBroker, FakeConsumer, FakeProducer
+from .mock_cluster import MockKafkaCluster
 
-IMPLEMENTATIONS = ["local", "kafka-fake"]
+# "kafka-wire": the real kafka-python client over TCP against librdkafka's mock cluster (mock_cluster.py)
+IMPLEMENTATIONS = ["local", "kafka-fake", pytest.param("kafka-wire", marks=pytest.mark.integration)]
+
+
+@pytest.fixture
+def kafka_cluster():
+    """A fresh mock Kafka cluster (one broker) with the topics the stream code uses, 4 partitions each."""
+    with MockKafkaCluster(brokers=1) as cluster:
+        for topic in ("events", "events.dlq"):
+            cluster.create_topic(topic, 4)
+        yield cluster
+
+
+# The mock's coordinator waits (session timeout - 1 s) for a rebalance to settle; Kafka's own floor is 6 s
+# (group.min.session.timeout.ms), the mock has none, so the tests' groups settle in about a second.
+WIRE_LIVENESS = {"session_timeout_ms": 3_000, "heartbeat_interval_ms": 300, "request_timeout_ms": 5_000}
+
+
+def wire_settings(cluster: MockKafkaCluster, **kafka: object) -> StreamSettings:
+    """Stream settings for KafkaEventLog against ``cluster``, as a config file would give them."""
+    return StreamSettings(backend="kafka", kafka=KafkaSettings(
+        bootstrap_servers=cluster.bootstrap_servers, api_version="2.1", linger_ms=0, **{**WIRE_LIVENESS, **kafka}))
 
 
 @pytest.fixture(params=IMPLEMENTATIONS)
@@ -16,7 +38,10 @@ def open_log(request, tmp_path):
     """A factory opening the *same* log again on each call, as a restarted process would."""
     if request.param == "local":
         yield lambda: LocalEventLog(tmp_path / "log", partitions=4, linger_ms=0)
-    else:
+    elif request.param == "kafka-fake":
         broker = FakeBroker(partitions=4)
         settings = StreamSettings(backend="kafka")
         yield lambda: KafkaEventLog(settings, partial(FakeProducer, broker), partial(FakeConsumer, broker))
+    else:
+        cluster = request.getfixturevalue("kafka_cluster")
+        yield lambda: KafkaEventLog(wire_settings(cluster))

@@ -65,6 +65,9 @@ class FakeConsumer:
         self._sub: list[str] | None = None
         self._listener = None
 
+    def partitions_for_topic(self, topic):
+        return set(range(len(self.b.topic(topic))))  # topics exist on first use here
+
     def subscribe(self, topics=(), pattern=None, listener=None):
         self._sub, self._listener = list(topics), listener
 

@@ -72,3 +72,21 @@ def test_static_assignment():
     log = _log(b)
     c = log.consumer("events", "g", partitions=[1])
     assert c.position() == {1: 0}
+
+
+def test_protocol_pin_and_group_liveness_reach_the_clients():
+    assert "api_version" not in client_config(KafkaSettings())  # default: kafka-python probes the broker
+    assert client_config(KafkaSettings(api_version="2.1"))["api_version"] == (2, 1)
+    assert client_config(KafkaSettings(api_version="3.7.1"))["api_version"] == (3, 7, 1)
+    with pytest.raises(ValidationError):
+        KafkaSettings(api_version="2.x")
+    with pytest.raises(ValidationError, match="heartbeat_interval_ms"):
+        KafkaSettings(session_timeout_ms=4_000, heartbeat_interval_ms=4_000)
+    with pytest.raises(ValidationError, match="heartbeat_interval_ms"):
+        KafkaSettings(session_timeout_ms=2_000)  # kafka-python's default heartbeat (3 s) would not fit
+    b = FakeBroker()
+    _log(b, session_timeout_ms=6_000, heartbeat_interval_ms=500).consumer("events", "g")
+    _log(b).consumer("events", "h")
+    cons = [x for x in b.configs if x["role"] == "consumer"]
+    assert (cons[0]["session_timeout_ms"], cons[0]["heartbeat_interval_ms"]) == (6_000, 500)
+    assert "session_timeout_ms" not in cons[1]  # unset: kafka-python's own default
