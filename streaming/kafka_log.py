@@ -9,7 +9,8 @@
   saved with its own state.
 
 The kafka-python classes are injected (``producer_cls`` / ``consumer_cls``) so the unit tests can fake the
-client boundary; no broker runs on these machines.
+client boundary; the integration tests run the real classes over TCP against librdkafka's mock Kafka cluster
+(tests/streaming/mock_cluster.py), since no Kafka broker installs on these machines.
 """
 from __future__ import annotations
 

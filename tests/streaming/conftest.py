@@ -23,7 +23,8 @@ def kafka_cluster():
 
 
 # The mock's coordinator waits (session timeout - 1 s) for a rebalance to settle; Kafka's own floor is 6 s
-# (group.min.session.timeout.ms), the mock has none, so the tests' groups settle in about a second.
+# (group.min.session.timeout.ms), the mock has none, so the tests' groups settle in about two seconds; a JoinGroup
+# the mock leaves unanswered is retried after the 5 s request timeout, not kafka-python's 30 s.
 WIRE_LIVENESS = {"session_timeout_ms": 3_000, "heartbeat_interval_ms": 300, "request_timeout_ms": 5_000}
 
 
