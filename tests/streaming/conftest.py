@@ -4,7 +4,7 @@ import pytest
 
 from streaming.kafka_log import KafkaEventLog
 from streaming.local_log import LocalEventLog
-from streaming.settings import KafkaSettings, StreamSettings
+from streaming.settings import StreamSettings
 
 from .fake_kafka import FakeBroker, FakeConsumer, FakeProducer
 from .mock_cluster import MockKafkaCluster
@@ -22,16 +22,9 @@ def kafka_cluster():
         yield cluster
 
 
-# The mock's coordinator waits (session timeout - 1 s) for a rebalance to settle; Kafka's own floor is 6 s
-# (group.min.session.timeout.ms), the mock has none, so the tests' groups settle in about two seconds; a JoinGroup
-# the mock leaves unanswered is retried after the 5 s request timeout, not kafka-python's 30 s.
-WIRE_LIVENESS = {"session_timeout_ms": 3_000, "heartbeat_interval_ms": 300, "request_timeout_ms": 5_000}
-
-
 def wire_settings(cluster: MockKafkaCluster, **kafka: object) -> StreamSettings:
     """Stream settings for KafkaEventLog against ``cluster``, as a config file would give them."""
-    return StreamSettings(backend="kafka", kafka=KafkaSettings(
-        bootstrap_servers=cluster.bootstrap_servers, api_version="2.1", linger_ms=0, **{**WIRE_LIVENESS, **kafka}))
+    return StreamSettings(backend="kafka", kafka=cluster.kafka_settings(**kafka))
 
 
 @pytest.fixture(params=IMPLEMENTATIONS)

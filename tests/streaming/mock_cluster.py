@@ -30,6 +30,13 @@ REQUEST_TIMED_OUT = 7
 TOPIC_AUTHORIZATION_FAILED = 29
 API_PRODUCE = 0  # ApiKey of ProduceRequest
 
+# kafka-python settings for talking to this cluster (``stream.kafka.*``). api_version: the probe above. Liveness: the
+# mock's coordinator waits (session timeout - 1 s) for a rebalance to settle; Kafka's own floor is 6 s
+# (group.min.session.timeout.ms), the mock has none, so the tests' groups settle in about two seconds; a JoinGroup
+# the mock leaves unanswered is retried after the 5 s request timeout, not kafka-python's 30 s.
+CLIENT = {"api_version": "2.1", "linger_ms": 0, "session_timeout_ms": 3_000, "heartbeat_interval_ms": 300,
+          "request_timeout_ms": 5_000}
+
 
 def _library() -> ctypes.CDLL:
     spec = importlib.util.find_spec("confluent_kafka")
@@ -66,7 +73,8 @@ def _library() -> ctypes.CDLL:
 
 
 class MockKafkaCluster:
-    """cluster = MockKafkaCluster(brokers=1); cluster.create_topic("events", 4); cluster.bootstrap -> "127.0.0.1:port"."""
+    """cluster = MockKafkaCluster(brokers=1); cluster.create_topic("events", 4); cluster.bootstrap -> "127.0.0.1:port";
+    cluster.kafka_settings() -> the ``stream.kafka`` settings to reach it."""
 
     def __init__(self, brokers: int = 1) -> None:
         self._lib = lib = _library()
@@ -89,6 +97,12 @@ class MockKafkaCluster:
     @property
     def bootstrap_servers(self) -> list[str]:
         return self.bootstrap.split(",")
+
+    def kafka_settings(self, **overrides: object):
+        """``stream.kafka`` settings for this cluster (:data:`CLIENT`, then ``overrides``)."""
+        from streaming.settings import KafkaSettings
+
+        return KafkaSettings(bootstrap_servers=self.bootstrap_servers, **{**CLIENT, **overrides})
 
     def create_topic(self, name: str, partitions: int, replication: int = 1) -> None:
         rc = self._lib.rd_kafka_mock_topic_create(self._mc, name.encode(), partitions, replication)

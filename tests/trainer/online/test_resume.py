@@ -1,5 +1,6 @@
 """Kill -9 the trainer process mid-stream, restart it: every positive is scored and trained exactly once -- on the
-embedded log, and on Kafka (kafka-python over TCP against librdkafka's mock cluster, tests/streaming/mock_cluster.py)."""
+embedded log, and on Kafka (kafka-python over TCP against librdkafka's mock cluster,
+tests/streaming/mock_cluster.py)."""
 import importlib.util
 import os
 import signal
@@ -13,7 +14,7 @@ import torch
 
 from streaming.kafka_log import KafkaEventLog
 from streaming.local_log import LocalEventLog
-from streaming.settings import KafkaSettings, StreamSettings
+from streaming.settings import StreamSettings
 from t2diff.model import load_checkpoint
 from trainer.online.loop import SCORE_LOG, STATE_FILE
 from trainer.online.prequential import read_score_log, recompute
@@ -63,24 +64,17 @@ print("DONE")
 """
 
 
-# the client settings of tests/streaming/conftest.py's wire_settings (kafka-python against the mock cluster)
-KAFKA = dict(api_version="2.1", linger_ms=0, session_timeout_ms=3_000, heartbeat_interval_ms=300,
-             request_timeout_ms=5_000)
-CHILD = f"KAFKA = {KAFKA!r}\n" + CHILD
-
-
 def _spawn(root: Path, slow: float, workers: int, kafka: str = "") -> subprocess.Popen:
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     return subprocess.Popen([sys.executable, "-c", CHILD, str(root), str(slow), str(workers), kafka], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
-def _mock_cluster_cls():
-    spec = importlib.util.spec_from_file_location(
-        "mock_cluster", Path(__file__).parents[2] / "streaming" / "mock_cluster.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod.MockKafkaCluster
+_spec = importlib.util.spec_from_file_location("mock_cluster",
+                                               Path(__file__).parents[2] / "streaming" / "mock_cluster.py")
+mock_cluster = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(mock_cluster)
+CHILD = f"KAFKA = {mock_cluster.CLIENT!r}\n" + CHILD  # the child's client settings: those of the tests' mock cluster
 
 
 @pytest.fixture(params=["local", pytest.param("kafka-wire", marks=pytest.mark.integration)])
@@ -91,11 +85,10 @@ def event_log(request, tmp_path):
         yield el, ""
         el.close()
         return
-    with _mock_cluster_cls()(brokers=1) as cluster:
+    with mock_cluster.MockKafkaCluster(brokers=1) as cluster:
         for topic in ("events", "events.dlq"):
             cluster.create_topic(topic, 4)
-        el = KafkaEventLog(StreamSettings(backend="kafka", kafka=KafkaSettings(
-            bootstrap_servers=cluster.bootstrap_servers, **KAFKA)))
+        el = KafkaEventLog(StreamSettings(backend="kafka", kafka=cluster.kafka_settings()))
         yield el, cluster.bootstrap
         el.close()
 
